@@ -1,0 +1,3 @@
+"""ara: autonomous ML experimentation on Slurm clusters."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,175 @@
+"""`ara`: a thin click CLI over the library; parse, call, print."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from .errors import AraError, UsageError
+
+root_option = click.option(
+    "--root", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Run root holding runs/ (default: $ARA_ROOT, else .ara in this directory or a parent).",
+)
+
+
+class AraGroup(click.Group):
+    """Turns AraError into a one-line message and its exit code (2 for task and usage errors)."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except AraError as exc:
+            click.echo(f"ara: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=AraGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="slurm-autoresearch", prog_name="ara")
+def main() -> None:
+    """ara: autonomous ML experimentation on Slurm clusters.
+
+    A planner proposes hypotheses about your training code, each becomes a git commit inside a
+    fixed edit surface, runs as a job, and is kept or discarded on the metric of a frozen
+    evaluation. Start with `ara init`, then `ara submit task.toml`.
+    """
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=".")
+@click.option("--name", help="Task name (default: the directory's name).")
+@click.option("--command", "command", default=None, help="Training command (default: python train.py).")
+@click.option("--metric", default="val_loss", show_default=True, help="Metric name the evaluation reports.")
+@click.option("--goal", type=click.Choice(["min", "max"]), default="min", show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite an existing task.toml.")
+def init(directory: Path, name: str | None, command: str | None, metric: str, goal: str, force: bool) -> None:
+    """Write task.toml and playbook.md next to your training code."""
+    from .scaffold import write_scaffold
+
+    for path in write_scaffold(directory, name=name, command=command, metric=metric, goal=goal, force=force):
+        click.echo(f"wrote {path}")
+    click.echo("next: edit [metric] and [surface] in task.toml, commit, then `ara submit task.toml`")
+
+
+@main.command()
+@click.argument("task_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--check", is_flag=True, help="Validate the task and exit; creates nothing.")
+def submit(task_file: Path, check: bool) -> None:
+    """Validate TASK_FILE, start a run and drive it to the end (prints the run id first)."""
+    from .controller import launch
+    from .task import load_task
+
+    task = load_task(task_file)
+    spec = task.spec
+    if check:
+        click.echo(f"{task_file}: ok: {task.name}, repo {task.repo}, workdir {task.workdir}, "
+                   f"{spec.budget.trials} trials x {spec.budget.steps} steps, {task.executor} executor, "
+                   f"{task.planner} planner")
+        return
+    controller = launch(task, echo=lambda m: click.echo(f"{time.strftime('%H:%M:%S')} {m}"))
+    click.echo(f"run id: {controller.rundir.run_id}")
+    summary = controller.run()
+    if summary.state == "interrupted":
+        sys.exit(130)
+
+
+@main.command()
+@click.argument("run", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the status document (README: status JSON).")
+@root_option
+def status(run: str | None, as_json: bool, root: Path | None) -> None:
+    """Trials, states, metrics, decisions and budget spent of RUN (default: the latest run)."""
+    from .ledger import Ledger
+    from .rundir import find_run
+    from .status import status_document
+
+    rundir = find_run(run, root)
+    ledger = Ledger.open(rundir.ledger, readonly=True)
+    try:
+        doc = status_document(rundir, ledger)
+    finally:
+        ledger.close()
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    from .views import print_status
+
+    print_status(doc)
+
+
+@main.command()
+@click.argument("run")
+@click.argument("trial")
+@root_option
+def show(run: str, trial: str, root: Path | None) -> None:
+    """One trial of RUN: hypothesis, decision, diff, job, outcome and log tail."""
+    from .ledger import Ledger
+    from .outcome import JobState, Outcome
+    from .report import trial_report
+    from .rundir import find_run
+    from .task import read_spec
+
+    rundir = find_run(run, root)
+    ledger = Ledger.open(rundir.ledger, readonly=True)
+    try:
+        record = ledger.trial(trial)
+    finally:
+        ledger.close()
+    if record is None:
+        raise UsageError(f"run {rundir.run_id} has no trial {trial!r} (see `ara status {rundir.run_id}`)")
+    outcome_path = rundir.trial_dir(record.id) / "outcome.json"
+    outcome = Outcome.read(outcome_path, missing_state=JobState.LOST, missing_reason="") \
+        if outcome_path.exists() else None
+    click.echo(trial_report(rundir, read_spec(rundir.task_copy), record, outcome), nl=False)
+
+
+@main.command()
+@click.argument("run", required=False)
+@root_option
+def report(run: str | None, root: Path | None) -> None:
+    """Write report.md and progress.png for RUN (default: the latest run) and print their paths."""
+    from .ledger import Ledger
+    from .report import write_run_report
+    from .rundir import find_run
+    from .task import read_spec
+
+    rundir = find_run(run, root)
+    ledger = Ledger.open(rundir.ledger, readonly=True)
+    try:
+        path = write_run_report(rundir, read_spec(rundir.task_copy), ledger)
+    finally:
+        ledger.close()
+    click.echo(path)
+    click.echo(rundir.progress)
+
+
+@main.command()
+@click.argument("run", required=False)
+@click.option("--cancel", is_flag=True, help="Cancel running jobs too (recorded as crashes).")
+@root_option
+def stop(run: str | None, cancel: bool, root: Path | None) -> None:
+    """Ask RUN's controller to finish: no new trials; running ones finish (or --cancel them)."""
+    from .ledger import Ledger
+    from .rundir import find_run
+    from .status import run_state
+
+    rundir = find_run(run, root)
+    ledger = Ledger.open(rundir.ledger, readonly=True)
+    try:
+        state = run_state(rundir, ledger.meta().get("state", "running"))
+    finally:
+        ledger.close()
+    if state != "running":
+        click.echo(f"run {rundir.run_id} is not running ({state}); nothing to stop")
+        return
+    rundir.request_stop(cancel)
+    what = "cancel its running jobs and stop" if cancel else "finish its running trials and stop"
+    click.echo(f"asked run {rundir.run_id} to {what}; follow with `ara status {rundir.run_id}`")
+
+
+if __name__ == "__main__":
+    main()

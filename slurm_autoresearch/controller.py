@@ -1,0 +1,340 @@
+"""The loop of one run: baseline, plan, materialize, submit, watch, decide, record."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import report
+from .decide import Verdict, decide
+from .errors import BaselineError, EditError
+from .executors import Executor, JobSpec, LocalExecutor
+from .executors.base import JOB_FILE
+from .executors.runner import LOG_FILE
+from .ledger import Ledger
+from .outcome import Outcome
+from .planners import OfflinePlanner, PlanContext, Planner
+from .rundir import RunDir, atomic_write_text, new_run_id, write_json
+from .task import Task, detect_gpus
+from .trial import Decision, Trial, TrialState
+from .workspace import Workspace
+
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_id: str
+    state: str  # finished | stopped | failed | interrupted
+    reason: str
+    trials: int
+    incumbent: Trial | None
+
+
+class Controller:
+    """Owns the ledger (single writer) and the loop; collaborators are injected for tests."""
+
+    def __init__(self, task: Task, rundir: RunDir, ledger: Ledger, workspace: Workspace, planner: Planner,
+                 executor: Executor, frozen: dict[str, str], *, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep, echo: Echo = print) -> None:
+        self.task = task
+        self.spec = task.spec
+        self.rundir = rundir
+        self.ledger = ledger
+        self.ws = workspace
+        self.planner = planner
+        self.executor = executor
+        self.frozen = frozen
+        self.clock = clock
+        self.sleep = sleep
+        self.echo = echo
+        self.incumbent: Trial | None = None
+        self.stopping = ""  # why no more trials are planned
+        self.exhausted = False
+        self._files: tuple[str, dict[str, str]] | None = None
+        self._started = clock()
+        self._count = 0
+
+    # -- logging ----------------------------------------------------------------------------
+    def log(self, message: str) -> None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.clock()))
+        with self.rundir.controller_log.open("a", encoding="utf-8") as fh:
+            fh.write(f"{stamp} {message}\n")
+        self.echo(message)
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self) -> RunSummary:
+        state, reason = "failed", ""
+        self._count = 0
+        try:
+            self._baseline()
+            self._loop()
+            state = "stopped" if self.stopping.startswith("stopped") else "finished"
+            reason = self.stopping or "planner has nothing left to propose"
+        except BaselineError as exc:
+            reason = str(exc)
+            raise
+        except KeyboardInterrupt:
+            state, reason = "interrupted", "interrupted (Ctrl-C): running jobs cancelled"
+            self._cancel_all(wait_s=15.0)
+        finally:
+            self._finish(state, reason)
+        return RunSummary(self.rundir.run_id, state, reason, self._count, self.incumbent)
+
+    def _baseline(self) -> None:
+        base = self.ledger.meta()["base_commit"]
+        hypothesis = self.planner.baseline(self.ws.surface_files(base))
+        trial = self.ledger.add_trial(hypothesis, parent=base, parent_trial=None, now=self.clock())
+        self.log(f"{trial.id} baseline: running the unchanged code at {base[:7]}")
+        spec = self._materialize(trial)
+        if spec is None:
+            raise BaselineError(f"baseline {trial.id} could not be prepared: {trial.reason}")
+        self._submit([spec])
+        while self.executor.live():
+            self._collect()
+            if self.executor.live():
+                self.sleep(self.spec.run.poll_seconds)
+        done = self.ledger.trial(trial.id)
+        assert done is not None
+        if done.decision is not Decision.KEEP:
+            log = self.rundir.trial_dir(trial.id) / LOG_FILE
+            raise BaselineError(
+                f"baseline {trial.id} produced no metric ({done.reason}); see {log} and fix the task "
+                "before searching"
+            )
+
+    def _loop(self) -> None:
+        while True:
+            self._check_stop_request()
+            self._collect()
+            if not self.stopping:
+                self._check_budget()
+            if not self.stopping and not self.exhausted:
+                self._fill()
+            if self.executor.live() == 0 and (self.stopping or self.exhausted):
+                return
+            self.sleep(self.spec.run.poll_seconds)
+
+    def _check_stop_request(self) -> None:
+        request = self.rundir.stop_requested()
+        if request is None or self.stopping.startswith("stopped by"):
+            return
+        self.stopping = f"stopped by `ara stop`{' --cancel' if request == 'cancel' else ''}"
+        self.log(self.stopping + ("; cancelling running jobs" if request == "cancel" else
+                                  "; waiting for running trials"))
+        if request == "cancel":
+            self._cancel_all(wait_s=0)
+
+    def _cancel_all(self, wait_s: float) -> None:
+        for trial in self.ledger.trials():
+            if trial.state.is_live():
+                self.executor.cancel(trial.id)
+        deadline = self.clock() + wait_s
+        while wait_s and self.executor.live() and self.clock() < deadline:
+            self._collect()
+            self.sleep(0.2)
+        self._collect()
+
+    def _check_budget(self) -> None:
+        trials = self.ledger.trials()
+        limit = self.spec.budget
+        if len(trials) >= limit.trials:
+            self.stopping = f"trial budget spent ({len(trials)}/{limit.trials})"
+        elif limit.wall_hours and self.clock() - self._started >= limit.wall_hours * 3600:
+            self.stopping = f"wall-clock budget spent ({limit.wall_hours:g} h)"
+        else:
+            streak = 0
+            for trial in sorted((t for t in trials if t.decided_at), key=lambda t: t.decided_at or 0):
+                streak = streak + 1 if trial.decision and trial.decision.is_failure() else 0
+            if streak >= limit.crash_limit:
+                self.stopping = (f"stopped: {streak} trials in a row crashed or were rejected "
+                                 f"(crash_limit = {limit.crash_limit}); see `ara status`")
+        if self.stopping:
+            self.log(self.stopping + ("; waiting for running trials" if self.executor.live() else ""))
+
+    def _fill(self) -> None:
+        """Keep every slot busy: plan as many hypotheses as there are free slots and budget."""
+        while not self.stopping:
+            trials = self.ledger.trials()
+            free = self.executor.capacity - self.executor.live()
+            left = self.spec.budget.trials - len(trials)
+            n = min(free, left)
+            if n <= 0:
+                return
+            ctx = self._context(trials, left)
+            hypotheses = self.planner.propose(ctx, n)[:n]
+            if not hypotheses:
+                self.exhausted = True
+                self.log("planner has nothing left to propose" +
+                         ("; waiting for running trials" if self.executor.live() else ""))
+                return
+            specs = []
+            for hypothesis in hypotheses:
+                parent = self.incumbent
+                assert parent is not None and parent.commit is not None
+                trial = self.ledger.add_trial(hypothesis, parent=parent.commit, parent_trial=parent.id,
+                                              now=self.clock())
+                spec = self._materialize(trial)
+                if spec:
+                    specs.append(spec)
+            if specs:
+                self._submit(specs)
+            self._check_budget()
+
+    def _context(self, trials: list[Trial], left: int) -> PlanContext:
+        assert self.incumbent is not None and self.incumbent.commit is not None
+        commit = self.incumbent.commit
+        if self._files is None or self._files[0] != commit:
+            self._files = (commit, self.ws.surface_files(commit))
+        guidance = self.rundir.guidance.read_text(encoding="utf-8") if self.rundir.guidance.exists() else ""
+        return PlanContext(self.task, trials, self.incumbent, self._files[1], left, guidance)
+
+    # -- one trial --------------------------------------------------------------------------
+    def _materialize(self, trial: Trial) -> JobSpec | None:
+        tdir = self.rundir.trial_dir(trial.id)
+        tdir.mkdir(parents=True, exist_ok=True)
+        h = trial.hypothesis
+        write_json(tdir / "hypothesis.json", h.to_dict())
+        assert trial.parent is not None
+        try:
+            if h.invalid:
+                raise EditError(h.invalid)
+            made = self.ws.materialize(trial.id, trial.parent, list(h.edits), h.commit_message(trial.id))
+        except EditError as exc:
+            self._reject(trial, str(exc))
+            return None
+        atomic_write_text(tdir / "patch.diff", made.patch)
+        spec = JobSpec(
+            trial_id=trial.id, run_id=self.rundir.run_id, run_dir=str(self.rundir.path), trial_dir=str(tdir),
+            worktree=str(made.worktree), workdir=self.task.workdir, command=self.spec.task.command,
+            eval=self.spec.task.eval, metric=self.spec.metric.name, steps=self.spec.budget.steps,
+            time_limit_s=self.spec.budget.trial_minutes * 60, gpus=self.spec.resources.gpus_per_trial,
+            frozen=self.frozen, project=self.task.name,
+        )
+        write_json(tdir / JOB_FILE, spec.to_dict())
+        self.ledger.update(trial, self.clock(), event="materialized", commit=made.commit)
+        return spec
+
+    def _reject(self, trial: Trial, reason: str) -> None:
+        now = self.clock()
+        self.ledger.update(trial, now, event="rejected", state=TrialState.DONE, decision=Decision.REJECTED,
+                           reason=reason, decided_at=now, learning=f"{trial.title}: rejected ({reason})")
+        self.log(f"{trial.id} rejected: {trial.title}: {reason}")
+        self._record(trial, None)
+
+    def _submit(self, specs: list[JobSpec]) -> None:
+        ids = self.executor.submit(specs)
+        now = self.clock()
+        for spec in specs:
+            trial = self.ledger.trial(spec.trial_id)
+            assert trial is not None
+            self.ledger.update(trial, now, event="submitted", state=TrialState.QUEUED,
+                               job_id=ids[spec.trial_id], submitted_at=now)
+            self.log(f"{trial.id} submitted ({ids[spec.trial_id]}): {trial.title}")
+
+    def _collect(self) -> None:
+        for update in self.executor.poll():
+            trial = self.ledger.trial(update.trial_id)
+            if trial is None or trial.state.is_finished():
+                continue
+            now = self.clock()
+            if update.state == "running":
+                self.ledger.update(trial, now, event="started", state=TrialState.RUNNING,
+                                   job_id=update.job_id, started_at=now)
+            elif update.outcome is not None:
+                self._decide(trial, update.outcome)
+
+    def _decide(self, trial: Trial, outcome: Outcome) -> None:
+        now = self.clock()
+        best = self.incumbent.metric if self.incumbent else None
+        verdict = decide(outcome, best, self.spec.metric.goal, self.spec.metric.min_delta)
+        self.ledger.update(
+            trial, now, event="decided", state=TrialState.DONE, decision=verdict.decision,
+            reason=verdict.reason, metric=outcome.metric if outcome.has_metric else None,
+            metrics=outcome.metrics, job_state=str(outcome.state), elapsed=outcome.elapsed,
+            gpu_seconds=outcome.gpu_seconds, memory_gb=outcome.memory_gb, finished_at=now, decided_at=now,
+            learning=self._learning(trial, outcome, verdict),
+        )
+        if verdict.decision is Decision.KEEP:
+            assert trial.commit is not None
+            self.ws.keep(trial.commit)
+            self.incumbent = trial
+        self.ws.release(trial.id)
+        shown = f"{outcome.metric:.6g}" if outcome.has_metric else outcome.state.value
+        self.log(f"{trial.id} {verdict.decision.value}: {self.spec.metric.name}={shown} "
+                 f"({trial.title}; {verdict.reason})")
+        self._record(trial, outcome)
+
+    def _learning(self, trial: Trial, outcome: Outcome, verdict: Verdict) -> str:
+        if verdict.decision is Decision.CRASH:
+            return f"{trial.title}: crashed ({outcome.reason or outcome.state.value})"
+        against = f" vs {self.incumbent.id}" if self.incumbent else ""
+        delta = f" ({verdict.delta:+.4g}{against})" if verdict.delta is not None else ""
+        return f"{trial.title}: {self.spec.metric.name} {outcome.metric:.4g}{delta} -> {verdict.decision.value}"
+
+    def _record(self, trial: Trial, outcome: Outcome | None) -> None:
+        report.write_trial_report(self.rundir, self.spec, trial, outcome)
+        self.ledger.write_results(self.rundir.results, self.spec.metric.name)
+
+    def _finish(self, state: str, reason: str) -> None:
+        now = self.clock()
+        try:
+            self.ledger.set_meta(state=state, end_reason=reason, ended_at=now)
+            self.ledger.event(now, "run-" + state, reason)
+            self.ledger.write_results(self.rundir.results, self.spec.metric.name)
+            report.write_run_report(self.rundir, self.spec, self.ledger)
+            best = self.incumbent
+            summary = (f"best {self.spec.metric.name} {best.metric:.6g} by {best.id} ({best.title})"
+                       if best and best.metric is not None else "no incumbent")
+            self.log(f"run {self.rundir.run_id} {state}: {reason}; {summary}; report: {self.rundir.report}")
+        finally:
+            self.executor.close()
+            trials = self.ledger.trials()
+            self._count = len(trials)
+            for trial in trials:
+                if not trial.state.is_finished():
+                    self.ws.release(trial.id)
+            self.ws.close()
+            self.ledger.close()
+            self.rundir.release()
+
+
+def launch(task: Task, *, planner: Planner | None = None, executor: Executor | None = None,
+           clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
+           echo: Echo = print) -> Controller:
+    """Create the run directory, ledger and best branch for a validated task; return its controller."""
+    now = clock()
+    rundir = RunDir.create(task.run_root, new_run_id(task.name, now))
+    shutil.copyfile(task.path, rundir.task_copy)
+    rundir.acquire()
+    ledger = Ledger.open(rundir.ledger)
+    spec = task.spec
+    ws = Workspace(task.repo, task.workdir, rundir.run_id, rundir.worktrees, task.surface,
+                   spec.surface.max_file_kb * 1024)
+    base = ws.head()
+    frozen = ws.frozen_hashes(base)
+    ws.start(base)
+    if executor is None:
+        executor = LocalExecutor(capacity=spec.run.parallel, gpus_per_job=spec.resources.gpus_per_trial,
+                                 gpu_ids=list(spec.resources.gpus) or detect_gpus())
+    planner = planner or OfflinePlanner(spec)
+    ledger.set_meta(
+        run_id=rundir.run_id, task=task.name, task_path=str(task.path), repo=str(task.repo),
+        workdir=task.workdir, base_commit=base, best_branch=ws.best_branch, metric=spec.metric.name,
+        goal=spec.metric.goal, executor=executor.name, planner=planner.name, parallel=executor.capacity,
+        trial_budget=spec.budget.trials, wall_hours=spec.budget.wall_hours, state="running",
+        created_at=now, host=socket.gethostname(), pid=os.getpid(), frozen=frozen,
+    )
+    ledger.event(now, "run-started", f"{task.name} at {base[:7]}")
+    controller = Controller(task, rundir, ledger, ws, planner, executor, frozen, clock=clock, sleep=sleep,
+                            echo=echo)
+    controller.log(f"run {rundir.run_id}: {task.name}, {executor.name} executor x{executor.capacity}, "
+                   f"{planner.name} planner, {spec.budget.trials} trials of {spec.budget.steps} steps; "
+                   f"dir {rundir.path}")
+    return controller
+
+

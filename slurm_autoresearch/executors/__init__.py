@@ -1,0 +1,6 @@
+"""Executors run trial jobs: local processes now, Slurm job arrays through submitit next."""
+
+from .base import Executor, JobSpec, JobUpdate
+from .local import LocalExecutor
+
+__all__ = ["Executor", "JobSpec", "JobUpdate", "LocalExecutor"]

@@ -1,0 +1,74 @@
+"""The Executor protocol every backend implements, and the job spec the trial runner reads."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from ..outcome import Outcome
+
+JOB_FILE = "job.json"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything the trial runner needs, written to trials/<id>/job.json before submission."""
+
+    trial_id: str
+    run_id: str
+    run_dir: str
+    trial_dir: str
+    worktree: str
+    workdir: str
+    command: str
+    eval: str | None
+    metric: str
+    steps: int
+    time_limit_s: float
+    gpus: int
+    frozen: dict[str, str]
+    project: str
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def cwd(self) -> Path:
+        return Path(self.worktree) / self.workdir
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobSpec:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class JobUpdate:
+    """A change the executor saw: a job started, or finished with its outcome."""
+
+    trial_id: str
+    job_id: str
+    state: Literal["running", "finished"]
+    outcome: Outcome | None = None
+
+
+class Executor(Protocol):
+    """Runs trial jobs; `poll` reports changes since the last call and never raises for a bad job."""
+
+    name: str
+    capacity: int
+
+    def submit(self, jobs: list[JobSpec]) -> dict[str, str]:
+        """Start (or queue) the jobs; returns trial id -> job id."""
+        ...
+
+    def poll(self) -> list[JobUpdate]: ...
+
+    def cancel(self, trial_id: str) -> None: ...
+
+    def live(self) -> int:
+        """Jobs submitted and not yet reported finished."""
+        ...
+
+    def close(self) -> None: ...

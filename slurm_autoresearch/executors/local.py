@@ -1,0 +1,136 @@
+"""Local executor: trial jobs as subprocesses on this machine, each in its own process group."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..monitor import tail
+from ..outcome import JobState, Outcome
+from .base import JobSpec, JobUpdate
+from .runner import LOG_FILE, OUTCOME_FILE, signal_group
+
+# The runner enforces the time limit itself and writes a timeout outcome; this is the backstop.
+_HARD_KILL_GRACE_S = 30.0
+
+
+@dataclass
+class _Job:
+    spec: JobSpec
+    proc: subprocess.Popen[bytes]
+    gpus: tuple[int, ...]
+    started: float
+    cancelled: bool = False
+    killed: str = ""
+
+
+@dataclass
+class LocalExecutor:
+    """At most `capacity` jobs at once; GPUs are handed out as CUDA_VISIBLE_DEVICES slices."""
+
+    capacity: int
+    gpus_per_job: int = 0
+    gpu_ids: list[int] = field(default_factory=list)
+    python: str = sys.executable
+    name: str = "local"
+    _queue: deque[JobSpec] = field(default_factory=deque)
+    _running: dict[str, _Job] = field(default_factory=dict)
+    _pending_updates: list[JobUpdate] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.gpus_per_job and len(self.gpu_ids) < self.gpus_per_job * self.capacity:
+            raise ValueError(
+                f"{self.capacity} slots x {self.gpus_per_job} GPUs need {self.gpus_per_job * self.capacity} "
+                f"GPU ids, got {self.gpu_ids}"
+            )
+
+    def submit(self, jobs: list[JobSpec]) -> dict[str, str]:
+        ids = {}
+        for spec in jobs:
+            self._queue.append(spec)
+            ids[spec.trial_id] = f"local-{spec.trial_id}"
+        self._start_ready()
+        # Report the real pid once a job has started; queued jobs keep their placeholder id.
+        return {tid: self._job_id(tid) or jid for tid, jid in ids.items()}
+
+    def _job_id(self, trial_id: str) -> str | None:
+        job = self._running.get(trial_id)
+        return f"pid:{job.proc.pid}" if job else None
+
+    def _free_gpus(self) -> list[int]:
+        used = {g for job in self._running.values() for g in job.gpus}
+        return [g for g in self.gpu_ids if g not in used]
+
+    def _start_ready(self) -> None:
+        while self._queue and len(self._running) < self.capacity:
+            spec = self._queue.popleft()
+            gpus = tuple(self._free_gpus()[: self.gpus_per_job])
+            env = dict(os.environ)
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
+            # `python` in the task command means this interpreter, as the task validation assumed.
+            env["PATH"] = os.pathsep.join([str(Path(self.python).parent), env.get("PATH", "")])
+            trial_dir = Path(spec.trial_dir)
+            with (trial_dir / "runner.log").open("ab") as err:
+                proc = subprocess.Popen(
+                    [self.python, "-m", "slurm_autoresearch.executors.runner", str(trial_dir)],
+                    env=env, stdout=err, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            self._running[spec.trial_id] = _Job(spec, proc, gpus, time.monotonic())
+            self._pending_updates.append(JobUpdate(spec.trial_id, f"pid:{proc.pid}", "running"))
+
+    def poll(self) -> list[JobUpdate]:
+        updates, self._pending_updates = self._pending_updates, []
+        for tid, job in list(self._running.items()):
+            code = job.proc.poll()
+            if code is None:
+                if time.monotonic() - job.started > job.spec.time_limit_s + _HARD_KILL_GRACE_S:
+                    job.killed = "timeout"
+                    signal_group(job.proc.pid, signal.SIGKILL)
+                continue
+            del self._running[tid]
+            updates.append(JobUpdate(tid, f"pid:{job.proc.pid}", "finished", self._outcome(job, code)))
+        self._start_ready()
+        updates.extend(self._pending_updates)
+        self._pending_updates = []
+        return updates
+
+    def _outcome(self, job: _Job, code: int) -> Outcome:
+        trial_dir = Path(job.spec.trial_dir)
+        log_tail = tail(trial_dir / LOG_FILE)
+        if job.killed == "timeout":
+            state, reason = JobState.TIMEOUT, "killed after the wall-clock limit (runner did not stop it)"
+        elif job.cancelled:
+            state, reason = JobState.CANCELLED, "cancelled"
+        else:
+            state = JobState.LOST
+            reason = f"runner exited with code {code} without writing {OUTCOME_FILE}; see runner.log"
+        return Outcome.read(trial_dir / OUTCOME_FILE, missing_state=state, missing_reason=reason,
+                            log_tail=log_tail)
+
+    def cancel(self, trial_id: str) -> None:
+        for spec in list(self._queue):
+            if spec.trial_id == trial_id:
+                self._queue.remove(spec)
+                outcome = Outcome(state=JobState.CANCELLED, reason="cancelled before it started")
+                self._pending_updates.append(JobUpdate(trial_id, f"local-{trial_id}", "finished", outcome))
+                return
+        job = self._running.get(trial_id)
+        if job and job.proc.poll() is None:
+            job.cancelled = True
+            # The runner forwards SIGTERM to the training command and writes a cancelled outcome.
+            os.kill(job.proc.pid, signal.SIGTERM)
+
+    def live(self) -> int:
+        return len(self._queue) + len(self._running)
+
+    def close(self) -> None:
+        for job in self._running.values():
+            if job.proc.poll() is None:
+                signal_group(job.proc.pid, signal.SIGKILL)

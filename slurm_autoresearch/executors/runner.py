@@ -1,0 +1,240 @@
+"""Trial runner, the job side: `python -m slurm_autoresearch.executors.runner TRIAL_DIR`.
+
+Checks the frozen files, runs the task command in the trial's worktree, runs the frozen
+evaluation, checks the frozen files again, and writes outcome.json. Whatever happens to the
+training code, the runner writes an outcome; only a broken runner exits without one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from ..monitor import diagnose, tail
+from ..outcome import JobState, Outcome
+from ..rundir import write_json
+from ..surface import frozen_changes
+from ..tracking import wandb_env
+from .base import JOB_FILE, JobSpec
+
+LOG_FILE = "train.log"
+OUTCOME_FILE = "outcome.json"
+METRICS_FILE = "metrics.json"
+_KILL_GRACE_S = 5.0
+_BLOCK_LINE = re.compile(r"^\s*([A-Za-z_][\w./-]*)\s*:\s*(\S+)\s*$")
+
+
+def trial_env(spec: JobSpec, base: Mapping[str, str]) -> dict[str, str]:
+    """The job's environment: never any ANTHROPIC_* secret, since model-written code runs here."""
+    env = {k: v for k, v in base.items() if not k.startswith(("ANTHROPIC_", "ARA_"))}
+    trial_dir = Path(spec.trial_dir)
+    env.update(wandb_env(project=spec.project, run_id=spec.run_id, trial_id=spec.trial_id,
+                         trial_dir=trial_dir))
+    env.update({k: v for k, v in spec.env.items() if not k.startswith(("ANTHROPIC_", "ARA_"))})
+    env.update(
+        ARA_TRIAL_ID=spec.trial_id,
+        ARA_RUN_DIR=spec.run_dir,
+        ARA_STEPS=str(spec.steps),
+        ARA_METRICS_PATH=str(trial_dir / METRICS_FILE),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def parse_metrics_block(text: str) -> dict[str, float]:
+    """autoresearch's convention: the last `---` line, then `key: value` lines."""
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.strip() == "---"]
+    if not starts:
+        return {}
+    metrics: dict[str, float] = {}
+    for line in lines[starts[-1] + 1 :]:
+        m = _BLOCK_LINE.match(line)
+        if not m:
+            continue
+        try:
+            metrics[m.group(1)] = float(m.group(2))
+        except ValueError:
+            continue
+    return metrics
+
+
+def read_metrics(metrics_path: Path, output: str) -> dict[str, float]:
+    """Metrics from ARA_METRICS_PATH when written, else from the stdout block."""
+    try:
+        data = json.loads(metrics_path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return parse_metrics_block(output)
+    if not isinstance(data, dict):
+        return parse_metrics_block(output)
+    return {k: float(v) for k, v in data.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+class Runner:
+    def __init__(self, spec: JobSpec) -> None:
+        self.spec = spec
+        self.trial_dir = Path(spec.trial_dir)
+        self.log = self.trial_dir / LOG_FILE
+        self.metrics_path = self.trial_dir / METRICS_FILE
+        self.env = trial_env(spec, os.environ)
+        self.cancelled = False
+        self.child: subprocess.Popen[bytes] | None = None
+        self.shell = shutil.which("bash") or "/bin/sh"
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.cancelled = True
+        if self.child and self.child.poll() is None:
+            signal_group(self.child.pid, signal.SIGTERM)
+
+    def _note(self, text: str) -> None:
+        with self.log.open("a", encoding="utf-8") as fh:
+            fh.write(f"[ara] {text}\n")
+
+    def _run(self, command: str, deadline: float) -> tuple[int | None, JobState | None]:
+        with self.log.open("ab") as fh:
+            self.child = subprocess.Popen(
+                command, shell=True, executable=self.shell, cwd=self.spec.cwd, env=self.env,
+                stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        child = self.child
+        while True:
+            try:
+                code = child.wait(timeout=0.2)
+                # A cancel forwards SIGTERM to the command, which then exits "normally".
+                return code, JobState.CANCELLED if self.cancelled else None
+            except subprocess.TimeoutExpired:
+                pass
+            stop = JobState.CANCELLED if self.cancelled else None
+            if stop is None and time.monotonic() > deadline:
+                stop = JobState.TIMEOUT
+            if stop:
+                signal_group(child.pid, signal.SIGTERM)
+                try:
+                    child.wait(timeout=_KILL_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    signal_group(child.pid, signal.SIGKILL)
+                    child.wait()
+                signal_group(child.pid, signal.SIGKILL)  # stragglers that left the shell behind
+                return None, stop
+
+    def run(self) -> Outcome:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2):
+            signal.signal(sig, self._on_signal)
+        started = time.monotonic()
+        deadline = started + self.spec.time_limit_s
+        self.metrics_path.unlink(missing_ok=True)
+        self._note(f"trial {self.spec.trial_id} in {self.spec.cwd}")
+
+        def finish(state: JobState, reason: str = "", exit_code: int | None = None,
+                   metrics: dict[str, float] | None = None, frozen: list[str] | None = None) -> Outcome:
+            elapsed = time.monotonic() - started
+            maxrss_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            log_tail = tail(self.log)
+            metric = (metrics or {}).get(self.spec.metric)
+            if state is JobState.COMPLETED and (metric is None or not math.isfinite(metric)):
+                found = ", ".join(sorted(metrics or {})) or "none"
+                reason = reason or (
+                    f"no finite metric {self.spec.metric!r} in {METRICS_FILE} or the '---' block "
+                    f"(metrics found: {found})"
+                )
+                metric = None
+            if state is not JobState.COMPLETED and not reason:
+                reason = diagnose(log_tail) or state.value
+            if state is JobState.FAILED and diagnose(log_tail) == "out of memory":
+                state = JobState.OOM
+            self._note(f"{state.value}" + (f": {reason}" if reason else ""))
+            outcome = Outcome(
+                state=state, exit_code=exit_code, metric=metric, metrics=metrics or {},
+                elapsed=round(elapsed, 3), gpu_seconds=round(elapsed * self.spec.gpus, 3),
+                memory_gb=round(maxrss_kib / 2**20, 3), reason=reason, log_tail=tail(self.log),
+                frozen_changed=frozen or [],
+            )
+            write_json(self.trial_dir / OUTCOME_FILE, outcome.to_dict())
+            return outcome
+
+        root = self.spec.cwd
+        if not root.is_dir():
+            return finish(JobState.FAILED, f"worktree {root} is missing")
+        changed = frozen_changes(root, self.spec.frozen)
+        if changed:
+            return finish(JobState.FAILED, f"frozen files differ before the job: {', '.join(changed)}",
+                          frozen=changed)
+        self._note(f"$ {self.spec.command}  (ARA_STEPS={self.spec.steps})")
+        code, stop = self._run(self.spec.command, deadline)
+        if stop:
+            why = "cancelled" if stop is JobState.CANCELLED else f"over {self.spec.time_limit_s:.0f} s"
+            return finish(stop, f"command {why}")
+        changed = frozen_changes(root, self.spec.frozen)
+        if changed:
+            return finish(JobState.FAILED, f"frozen files changed during the job: {', '.join(changed)}",
+                          exit_code=code, frozen=changed)
+        if code != 0:
+            return finish(JobState.FAILED, _exit_reason(code, tail(self.log)), exit_code=code)
+        output_from = self.log.stat().st_size
+        if self.spec.eval:
+            # The metric must come from the frozen evaluation, not from whatever training wrote.
+            self.metrics_path.unlink(missing_ok=True)
+            self._note(f"$ {self.spec.eval}  (frozen evaluation)")
+            output_from = self.log.stat().st_size
+            code, stop = self._run(self.spec.eval, deadline)
+            if stop:
+                return finish(stop, "evaluation " + ("cancelled" if stop is JobState.CANCELLED else "timed out"))
+            changed = frozen_changes(root, self.spec.frozen)
+            if changed:
+                return finish(JobState.FAILED, f"frozen files changed during evaluation: {', '.join(changed)}",
+                              exit_code=code, frozen=changed)
+            if code != 0:
+                return finish(JobState.FAILED, "evaluation " + _exit_reason(code, tail(self.log)), exit_code=code)
+            output = _read_from(self.log, output_from)
+        else:
+            output = _read_from(self.log, 0)
+        return finish(JobState.COMPLETED, exit_code=0, metrics=read_metrics(self.metrics_path, output))
+
+
+def _read_from(path: Path, offset: int, limit: int = 1 << 20) -> str:
+    with path.open("rb") as fh:
+        fh.seek(max(offset, fh.seek(0, 2) - limit))
+        return fh.read().decode("utf-8", errors="replace")
+
+
+def _exit_reason(code: int | None, log_tail: str) -> str:
+    if code is not None and code < 0:
+        try:
+            base = f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            base = f"killed by signal {-code}"
+    else:
+        base = f"exit code {code}"
+    found = diagnose(log_tail)
+    return f"{base}: {found}" if found else base
+
+
+def signal_group(pid: int, sig: int) -> None:
+    """Signal a process group; one that is already gone is fine."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m slurm_autoresearch.executors.runner TRIAL_DIR", file=sys.stderr)
+        return 2
+    spec = JobSpec.from_dict(json.loads((Path(args[0]) / JOB_FILE).read_text(encoding="utf-8")))
+    outcome = Runner(spec).run()
+    return 0 if outcome.state is JobState.COMPLETED else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""The ledger: SQLite in the run directory, schema by a plain list of migrations, one writer."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .hypothesis import Hypothesis
+from .rundir import atomic_write_text
+from .trial import Decision, Trial, TrialState, trial_id
+
+# Append only: never edit a migration that has shipped; add the next one.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE trials (
+        id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL UNIQUE,
+        title TEXT NOT NULL,
+        source TEXT NOT NULL,
+        hypothesis TEXT NOT NULL,
+        state TEXT NOT NULL,
+        parent TEXT,
+        parent_trial TEXT,
+        commit_sha TEXT,
+        job_id TEXT,
+        job_state TEXT,
+        decision TEXT,
+        reason TEXT NOT NULL DEFAULT '',
+        metric REAL,
+        metrics TEXT,
+        elapsed REAL,
+        gpu_seconds REAL,
+        memory_gb REAL,
+        learning TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        submitted_at REAL,
+        started_at REAL,
+        finished_at REAL,
+        decided_at REAL
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        trial TEXT,
+        kind TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT ''
+    );
+    """,
+]
+
+_COLUMNS = {  # Trial attribute -> column, where they differ
+    "commit": "commit_sha",
+}
+
+
+class Ledger:
+    """Durable record of a run. Writers commit every change at once; readers open read-only."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path, *, readonly: bool = False) -> Ledger:
+        if readonly:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        else:
+            conn = sqlite3.connect(path, timeout=30)
+            # Run directories live on NFS, where WAL's shared memory does not work.
+            conn.execute("PRAGMA journal_mode=DELETE")
+            conn.execute("PRAGMA synchronous=FULL")
+        conn.row_factory = sqlite3.Row
+        ledger = cls(conn, path)
+        if not readonly:
+            ledger.migrate()
+        return ledger
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def migrate(self) -> None:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            with self._tx():
+                for statement in filter(str.strip, script.split(";")):
+                    self.conn.execute(statement)
+                self.conn.execute(f"PRAGMA user_version = {number}")
+
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        with self.conn:
+            yield
+
+    # -- meta -------------------------------------------------------------------------------
+    def set_meta(self, **values: Any) -> None:
+        with self._tx():
+            for key, value in values.items():
+                self.conn.execute(
+                    "INSERT INTO meta(key, value) VALUES(?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (key, json.dumps(value)),
+                )
+
+    def meta(self) -> dict[str, Any]:
+        return {r["key"]: json.loads(r["value"]) for r in self.conn.execute("SELECT key, value FROM meta")}
+
+    # -- trials -----------------------------------------------------------------------------
+    def add_trial(self, hypothesis: Hypothesis, *, parent: str, parent_trial: str | None, now: float) -> Trial:
+        with self._tx():
+            seq = self.conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM trials").fetchone()[0]
+            trial = Trial(
+                id=trial_id(seq),
+                seq=seq,
+                title=hypothesis.title,
+                source=hypothesis.source,
+                hypothesis=hypothesis,
+                parent=parent,
+                parent_trial=parent_trial,
+                created_at=now,
+            )
+            self.conn.execute(
+                "INSERT INTO trials(id, seq, title, source, hypothesis, state, parent, parent_trial, "
+                "created_at) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (trial.id, seq, trial.title, trial.source, json.dumps(hypothesis.to_dict()),
+                 str(trial.state), parent, parent_trial, now),
+            )
+            self._event(now, trial.id, "planned", trial.title)
+        return trial
+
+    def update(self, trial: Trial, now: float, event: str = "", **fields: Any) -> Trial:
+        """Set fields on the trial and in the ledger in one transaction."""
+        for key, value in fields.items():
+            setattr(trial, key, value)
+        columns = [_COLUMNS.get(k, k) for k in fields]
+        values = [_to_db(v) for v in fields.values()]
+        with self._tx():
+            self.conn.execute(
+                f"UPDATE trials SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ?",
+                (*values, trial.id),
+            )
+            if event:
+                self._event(now, trial.id, event, str(fields.get("reason", fields.get("state", ""))))
+        return trial
+
+    def event(self, now: float, kind: str, detail: str = "", trial: str | None = None) -> None:
+        with self._tx():
+            self._event(now, trial, kind, detail)
+
+    def _event(self, now: float, trial: str | None, kind: str, detail: str) -> None:
+        self.conn.execute(
+            "INSERT INTO events(at, trial, kind, detail) VALUES(?, ?, ?, ?)", (now, trial, kind, detail)
+        )
+
+    def trials(self) -> list[Trial]:
+        return [_trial(r) for r in self.conn.execute("SELECT * FROM trials ORDER BY seq")]
+
+    def trial(self, tid: str) -> Trial | None:
+        row = self.conn.execute("SELECT * FROM trials WHERE id = ?", (tid.upper(),)).fetchone()
+        return _trial(row) if row else None
+
+    def events(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute("SELECT * FROM events ORDER BY id")]
+
+    # -- results.tsv ------------------------------------------------------------------------
+    def write_results(self, path: Path, metric_name: str) -> None:
+        """autoresearch's results.tsv columns (commit, metric, memory_gb, status, description) plus ours."""
+        header = ["trial", "commit", "parent", metric_name, "memory_gb", "status", "elapsed_s", "description"]
+        lines = ["\t".join(header)]
+        for t in self.trials():
+            if t.decision is None:
+                continue
+            row = [
+                t.id,
+                (t.commit or "")[:7],
+                (t.parent or "")[:7],
+                "" if t.metric is None else f"{t.metric:.6f}",
+                "" if t.memory_gb is None else f"{t.memory_gb:.1f}",
+                str(t.decision),
+                "" if t.elapsed is None else f"{t.elapsed:.1f}",
+                " ".join(t.title.split()),
+            ]
+            lines.append("\t".join(row))
+        atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _to_db(value: Any) -> Any:
+    if isinstance(value, (TrialState, Decision)):
+        return str(value)
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return value
+
+
+def _trial(row: sqlite3.Row) -> Trial:
+    return Trial(
+        id=row["id"],
+        seq=row["seq"],
+        title=row["title"],
+        source=row["source"],
+        hypothesis=Hypothesis.from_dict(json.loads(row["hypothesis"])),
+        state=TrialState(row["state"]),
+        parent=row["parent"],
+        parent_trial=row["parent_trial"],
+        commit=row["commit_sha"],
+        job_id=row["job_id"],
+        job_state=row["job_state"],
+        decision=Decision(row["decision"]) if row["decision"] else None,
+        reason=row["reason"],
+        metric=row["metric"],
+        metrics=json.loads(row["metrics"]) if row["metrics"] else None,
+        elapsed=row["elapsed"],
+        gpu_seconds=row["gpu_seconds"],
+        memory_gb=row["memory_gb"],
+        learning=row["learning"],
+        created_at=row["created_at"],
+        submitted_at=row["submitted_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        decided_at=row["decided_at"],
+    )

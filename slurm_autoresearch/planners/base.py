@@ -1,0 +1,34 @@
+"""The Planner protocol and what a planner sees when it is asked for hypotheses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..hypothesis import Hypothesis
+from ..task import Task
+from ..trial import Trial
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """A planner's view of the run: the task, every trial so far, the incumbent and its files."""
+
+    task: Task
+    trials: list[Trial]
+    incumbent: Trial | None
+    files: dict[str, str]  # editable files of the incumbent commit, workdir-relative
+    trials_left: int
+    guidance: str = ""
+
+
+class Planner(Protocol):
+    name: str
+
+    def baseline(self, files: dict[str, str]) -> Hypothesis:
+        """The unchanged code as a hypothesis (with its search-space values, where known)."""
+        ...
+
+    def propose(self, ctx: PlanContext, n: int) -> list[Hypothesis]:
+        """Up to n new hypotheses; an empty list means the planner has nothing left to try."""
+        ...

@@ -1,0 +1,182 @@
+"""Reports a researcher reads: per-trial report.md, the run's report.md and progress.png."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .executors.runner import LOG_FILE
+from .monitor import tail
+from .outcome import Outcome
+from .rundir import RunDir, atomic_write_text
+from .trial import Decision, Trial
+
+if TYPE_CHECKING:
+    from .ledger import Ledger
+    from .task import TaskSpec
+
+_FENCE = "````"  # four backticks: diffs and logs may contain triple ones
+
+
+def _fmt(value: float | None, spec: str = ".6g") -> str:
+    return "" if value is None else format(value, spec)
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else ""
+
+
+def write_trial_report(rundir: RunDir, spec: TaskSpec, trial: Trial, outcome: Outcome | None) -> Path:
+    path = rundir.trial_dir(trial.id) / "report.md"
+    atomic_write_text(path, trial_report(rundir, spec, trial, outcome))
+    return path
+
+
+def trial_report(rundir: RunDir, spec: TaskSpec, trial: Trial, outcome: Outcome | None) -> str:
+    """One trial as markdown: hypothesis, decision, diff, job, resources, log tail."""
+    tdir = rundir.trial_dir(trial.id)
+    h = trial.hypothesis
+    patch_path = tdir / "patch.diff"
+    patch = patch_path.read_text(encoding="utf-8") if patch_path.exists() else ""
+    metric = spec.metric.name
+    lines = [
+        f"# {trial.id}: {trial.title}",
+        "",
+        f"- decision: **{trial.decision or trial.state}**" + (f": {trial.reason}" if trial.reason else ""),
+        f"- {metric}: {_fmt(trial.metric) or 'none'}",
+        f"- parent: {trial.parent_trial or '-'} ({(trial.parent or '')[:7]}), commit {(trial.commit or '-')[:7]}"
+        + (f", ref `refs/ara/{rundir.run_id}/{trial.id}`" if trial.commit else ""),
+        f"- source: {h.source}",
+    ]
+    if outcome is not None:
+        gpus = spec.resources.gpus_per_trial
+        lines += [
+            f"- job: {trial.job_id or '-'}, state {outcome.state.value}, exit code {outcome.exit_code}",
+            f"- resources: {outcome.elapsed:.1f} s wall, {gpus} GPU(s), {outcome.gpu_seconds:.0f} GPU-seconds, "
+            f"peak memory {_fmt(outcome.memory_gb, '.2f')} GB",
+        ]
+        other = {k: v for k, v in outcome.metrics.items() if k != metric}
+        if other:
+            lines.append("- other metrics: " + ", ".join(f"{k} {v:.6g}" for k, v in sorted(other.items())))
+    lines += ["", "## Hypothesis", "", h.rationale or "(no rationale given)"]
+    if h.expected:
+        lines += ["", f"Expected: {h.expected}"]
+    if h.params:
+        lines += ["", "Search values: " + ", ".join(f"`{k} = {v}`" for k, v in h.params.items())]
+    if trial.decision is Decision.REJECTED and h.edits:
+        lines += ["", "## Proposed edits (not applied)", ""]
+        for e in h.edits:
+            lines += [f"- `{e.path}`: replace {len(e.search)} chars with {len(e.replace)} chars"]
+    lines += ["", "## Diff", "", f"{_FENCE}diff", patch.rstrip() or "(no change: the baseline)", _FENCE]
+    log_tail = outcome.log_tail if outcome is not None else tail(tdir / LOG_FILE)
+    if log_tail:
+        lines += ["", f"## Log tail ({LOG_FILE})", "", _FENCE, log_tail.rstrip(), _FENCE]
+    return "\n".join(lines) + "\n"
+
+
+def write_run_report(rundir: RunDir, spec: TaskSpec, ledger: Ledger) -> Path:
+    """report.md with the trial table and learnings, and progress.png next to it."""
+    meta = ledger.meta()
+    trials = ledger.trials()
+    metric, goal = spec.metric.name, spec.metric.goal
+    counts = {d: sum(1 for t in trials if t.decision is d) for d in Decision}
+    kept = [t for t in trials if t.decision is Decision.KEEP]
+    kept.sort(key=lambda t: t.decided_at or 0)
+    baseline = trials[0] if trials else None
+    best = kept[-1] if kept else None
+    gpu_s = sum(t.gpu_seconds or 0 for t in trials)
+    wall = (meta.get("ended_at") or time.time()) - meta.get("created_at", time.time())
+    progress_plot(trials, metric, goal, rundir.progress)
+    lines = [
+        f"# ara run {rundir.run_id}",
+        "",
+        f"**{spec.task.name}**: {spec.task.description}".rstrip(": "),
+        "",
+        f"- state: {meta.get('state')}" + (f" ({meta['end_reason']})" if meta.get("end_reason") else ""),
+        f"- started {_when(meta.get('created_at'))}, wall time {wall / 60:.1f} min, "
+        f"{meta.get('executor')} executor x{meta.get('parallel')}, {meta.get('planner')} planner",
+        f"- metric: {metric} ({goal}), min_delta {spec.metric.min_delta:g}",
+    ]
+    if baseline is not None and baseline.metric is not None and best is not None and best.metric is not None:
+        delta = best.metric - baseline.metric
+        lines.append(f"- baseline {baseline.metric:.6g} -> best {best.metric:.6g} ({delta:+.6g}) by "
+                     f"{best.id}: {best.title}; branch `{meta.get('best_branch')}`")
+    lines += [
+        f"- trials: {len(trials)} of {spec.budget.trials} "
+        f"({', '.join(f'{counts[d]} {d.value}' for d in Decision)}), {gpu_s / 3600:.2f} GPU-hours",
+        "",
+        "![progress](progress.png)",
+        "",
+        "## Trials",
+        "",
+        f"| trial | parent | {metric} | decision | elapsed s | title | reason |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for t in trials:
+        title = t.title.replace("|", "\\|")
+        reason = t.reason.replace("|", "\\|")[:120]
+        decision = f"**{t.decision.value}**" if t.decision is Decision.KEEP else (t.decision or t.state)
+        lines.append(f"| [{t.id}](trials/{t.id}/report.md) | {t.parent_trial or '-'} | {_fmt(t.metric)} | "
+                     f"{decision} | {_fmt(t.elapsed, '.1f')} | {title} | {reason} |")
+    if kept:
+        lines += ["", "## Kept changes, in order", ""]
+        lines += [f"1. {t.id} {t.title}: {_fmt(t.metric)}" for t in kept]
+    learnings = [f"- {t.id} {t.learning}" for t in trials if t.learning]
+    if learnings:
+        lines += ["", "## Learnings", "", *learnings]
+    atomic_write_text(rundir.report, "\n".join(lines) + "\n")
+    return rundir.report
+
+
+def progress_plot(trials: list[Trial], metric: str, goal: str, path: Path) -> None:
+    """autoresearch's figure: metric per trial, kept highlighted, running best as a step line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 5), dpi=110)
+    scored = [t for t in trials if t.metric is not None]
+    discarded = [t for t in scored if t.decision is not Decision.KEEP]
+    kept = [t for t in scored if t.decision is Decision.KEEP]
+    ax.scatter([t.seq for t in discarded], [t.metric for t in discarded], s=22, color="#9aa0a6",
+               label="discarded", zorder=2)
+    ax.scatter([t.seq for t in kept], [t.metric for t in kept], s=60, color="#1e8e3e", edgecolor="black",
+               label="kept", zorder=4)
+    for t in kept:
+        ax.annotate(t.title[:28], (t.seq, t.metric or 0), textcoords="offset points", xytext=(4, 6),
+                    fontsize=7, color="#1e8e3e")
+    steps_x: list[int] = []
+    steps_y: list[float] = []
+    for t in sorted(kept, key=lambda t: t.seq):
+        m = t.metric or 0.0
+        if not steps_y or (m > steps_y[-1] if goal == "max" else m < steps_y[-1]):
+            steps_x.append(t.seq)
+            steps_y.append(m)
+    if steps_x:
+        last_seq = max(t.seq for t in trials)
+        ax.step([*steps_x, last_seq], [*steps_y, steps_y[-1]], where="post", color="#1e8e3e", lw=1.5,
+                label="running best", zorder=3)
+    values = [t.metric for t in scored if t.metric is not None]
+    low, high = (min(values), max(values)) if values else (0.0, 1.0)
+    pad = (high - low) * 0.08 or 0.05
+    rail = low - pad if goal == "max" else high + pad  # failures sit on the "bad" edge
+    crashed = [t.seq for t in trials if t.decision is Decision.CRASH]
+    rejected = [t.seq for t in trials if t.decision is Decision.REJECTED]
+    if crashed:
+        ax.scatter(crashed, [rail] * len(crashed), marker="x", color="#d93025", s=40, label="crash", zorder=4)
+    if rejected:
+        ax.scatter(rejected, [rail] * len(rejected), marker="|", color="#e37400", s=60, label="rejected",
+                   zorder=4)
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"{metric} ({'higher' if goal == 'max' else 'lower'} is better)")
+    ax.set_title(f"{len(trials)} trials, {len(kept)} kept")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)

@@ -1,0 +1,187 @@
+"""The run directory on the shared filesystem: its layout, atomic writes and the controller lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import RunLockedError, UsageError
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temp file and rename, so readers on NFS never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def new_run_id(task_name: str, now: float) -> str:
+    return f"{task_name}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def ledger(self) -> Path:
+        return self.path / "ledger.sqlite"
+
+    @property
+    def task_copy(self) -> Path:
+        return self.path / "task.toml"
+
+    @property
+    def results(self) -> Path:
+        return self.path / "results.tsv"
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report.md"
+
+    @property
+    def progress(self) -> Path:
+        return self.path / "progress.png"
+
+    @property
+    def guidance(self) -> Path:
+        return self.path / "guidance.md"
+
+    @property
+    def controller_log(self) -> Path:
+        return self.path / "controller.log"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path / "controller.lock"
+
+    @property
+    def stop_path(self) -> Path:
+        return self.path / "stop.request"
+
+    @property
+    def worktrees(self) -> Path:
+        return self.path / "worktrees"
+
+    def trial_dir(self, trial_id: str) -> Path:
+        return self.path / "trials" / trial_id
+
+    @classmethod
+    def create(cls, root: Path, run_id: str) -> RunDir:
+        root.mkdir(parents=True, exist_ok=True)
+        ignore = root / ".gitignore"
+        if not ignore.exists():
+            # The run root often sits inside the user's repo; keep `git status` clean there.
+            ignore.write_text("*\n", encoding="utf-8")
+        path = root / "runs" / run_id
+        suffix = 1
+        while path.exists():
+            suffix += 1
+            path = root / "runs" / f"{run_id}-{suffix}"
+        (path / "trials").mkdir(parents=True)
+        return cls(path)
+
+    # -- the one-controller lock ----------------------------------------------------------------
+    def lock_holder(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.lock_path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def holder_alive(self, holder: dict[str, Any]) -> bool | None:
+        """True/False when the holder runs on this host, None when it cannot be checked from here."""
+        if holder.get("host") != socket.gethostname():
+            return None
+        return _pid_alive(int(holder.get("pid", -1)))
+
+    def acquire(self) -> None:
+        """Take the controller lock (O_EXCL file naming its holder); a dead local holder is replaced."""
+        info = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
+        for _ in range(2):
+            try:
+                fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self.lock_holder() or {}
+                if self.holder_alive(holder) is False:
+                    self.lock_path.unlink(missing_ok=True)
+                    continue
+                since = time.strftime("%Y-%m-%d %H:%M", time.localtime(holder.get("since", 0)))
+                raise RunLockedError(
+                    f"run {self.run_id} is held by controller pid {holder.get('pid')} on "
+                    f"{holder.get('host')} since {since}; stop it with `ara stop {self.run_id}` first"
+                ) from None
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(info, fh)
+            return
+        raise RunLockedError(f"could not take {self.lock_path}")
+
+    def release(self) -> None:
+        holder = self.lock_holder()
+        if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+            self.lock_path.unlink(missing_ok=True)
+
+    # -- stop requests (written by `ara stop`, read by the controller) ------------------------
+    def request_stop(self, cancel: bool) -> None:
+        atomic_write_text(self.stop_path, "cancel\n" if cancel else "finish\n")
+
+    def stop_requested(self) -> str | None:
+        try:
+            return self.stop_path.read_text(encoding="utf-8").strip() or "finish"
+        except FileNotFoundError:
+            return None
+
+
+def find_run(run: str | None, root: Path | None = None) -> RunDir:
+    """A run by directory path, by id under a run root, or the latest run when run is None.
+
+    Roots searched: --root / $ARA_ROOT, else `.ara` in the current directory and its parents.
+    """
+    if run and (Path(run) / "ledger.sqlite").is_file():
+        return RunDir(Path(run).resolve())
+    roots = [root] if root else []
+    if not roots and os.environ.get("ARA_ROOT"):
+        roots = [Path(os.environ["ARA_ROOT"])]
+    if not roots:
+        here = Path.cwd().resolve()
+        roots = [d / ".ara" for d in (here, *here.parents) if (d / ".ara" / "runs").is_dir()]
+    candidates = [r / "runs" for r in roots if (r / "runs").is_dir()]
+    if run:
+        for runs in candidates:
+            if (runs / run / "ledger.sqlite").is_file():
+                return RunDir((runs / run).resolve())
+        raise UsageError(f"no run {run!r} under {', '.join(map(str, candidates)) or 'any .ara/ here'}; "
+                         "pass the run directory or --root")
+    runs_found = [p for c in candidates for p in c.iterdir() if (p / "ledger.sqlite").is_file()]
+    if not runs_found:
+        raise UsageError("no runs found here; pass a run id or directory, or --root (start one with `ara submit`)")
+    return RunDir(max(runs_found, key=lambda p: (p / "ledger.sqlite").stat().st_ctime).resolve())

@@ -1,0 +1,66 @@
+"""Trial vocabulary: states with behaviour on the enum, decisions, and the trial record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from .hypothesis import Hypothesis
+
+
+class TrialState(StrEnum):
+    PLANNED = "planned"  # in the ledger, not yet a commit
+    QUEUED = "queued"  # committed and handed to the executor
+    RUNNING = "running"
+    DONE = "done"  # decided
+
+    def is_finished(self) -> bool:
+        return self is TrialState.DONE
+
+    def is_live(self) -> bool:
+        return self in (TrialState.QUEUED, TrialState.RUNNING)
+
+
+class Decision(StrEnum):
+    KEEP = "keep"
+    DISCARD = "discard"
+    CRASH = "crash"
+    REJECTED = "rejected"
+
+    def is_failure(self) -> bool:
+        return self in (Decision.CRASH, Decision.REJECTED)
+
+
+@dataclass
+class Trial:
+    """One hypothesis tried: its commit, job, outcome and decision, as the ledger holds it."""
+
+    id: str
+    seq: int
+    title: str
+    source: str
+    hypothesis: Hypothesis
+    state: TrialState = TrialState.PLANNED
+    parent: str | None = None
+    parent_trial: str | None = None
+    commit: str | None = None
+    job_id: str | None = None
+    job_state: str | None = None
+    decision: Decision | None = None
+    reason: str = ""
+    metric: float | None = None
+    metrics: dict[str, Any] | None = None
+    elapsed: float | None = None
+    gpu_seconds: float | None = None
+    memory_gb: float | None = None
+    learning: str = ""
+    created_at: float = 0.0
+    submitted_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    decided_at: float | None = None
+
+
+def trial_id(seq: int) -> str:
+    return f"T{seq:04d}"
