@@ -1,0 +1,126 @@
+"""Shared fixtures: a real git repo with a tiny training task (no torch), and task files."""
+
+from __future__ import annotations
+
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+TRAIN = '''\
+"""Toy training: the score peaks at x = 3, y = -1; knobs let tests break it on purpose."""
+import math
+import os
+import time
+import tomllib
+
+cfg = tomllib.load(open("config.toml", "rb"))
+steps = int(os.environ.get("ARA_STEPS", "10"))
+print(f"step 0/{steps} loss 1.0", flush=True)
+time.sleep(cfg.get("sleep", 0.0))
+if cfg.get("crash", False):
+    raise RuntimeError("boom from train.py")
+value = -(cfg["x"] - 3) ** 2 - (cfg["y"] + 1) ** 2
+if cfg.get("nan", False):
+    value = math.nan
+    print("step 5 loss nan", flush=True)
+with open("pred.txt", "w") as fh:
+    fh.write(repr(value))
+print(f"step {steps}/{steps} loss 0.5", flush=True)
+'''
+
+EVALUATE = '''\
+"""Frozen evaluation: reads pred.txt and reports the score as JSON and as a --- block."""
+import json
+import os
+import sys
+
+try:
+    value = float(open("pred.txt").read())
+except FileNotFoundError:
+    print("no predictions", file=sys.stderr)
+    sys.exit(1)
+if os.environ.get("ARA_METRICS_PATH"):
+    with open(os.environ["ARA_METRICS_PATH"], "w") as fh:
+        json.dump({"score": value, "steps": int(os.environ.get("ARA_STEPS", "0"))}, fh)
+print("---")
+print(f"score: {value}")
+'''
+
+CONFIG = "x = 0.5  # the x knob\ny = 2.0\n"
+
+TASK = '''\
+[task]
+name = "toy"
+description = "Maximize a quadratic."
+command = "python train.py"
+eval = "python evaluate.py"
+
+[metric]
+name = "score"
+goal = "max"
+
+[budget]
+steps = 5
+trials = {trials}
+
+[run]
+parallel = {parallel}
+poll_seconds = 0.05
+
+[surface]
+allow = ["train.py", "config.toml", "src/**"]
+freeze = ["evaluate.py"]
+
+[search]
+config = "config.toml"
+startup_trials = 3
+
+[search.space]
+x = {{ low = -5.0, high = 5.0 }}
+y = {{ low = -5.0, high = 5.0 }}
+'''
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+def commit_all(repo: Path, message: str = "update") -> str:
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)
+    return git(repo, "rev-parse", "HEAD").strip()
+
+
+@pytest.fixture
+def toy_repo(tmp_path: Path) -> Path:
+    """A committed repo: train.py, evaluate.py (frozen), config.toml and task.toml."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "train.py").write_text(TRAIN)
+    (repo / "evaluate.py").write_text(EVALUATE)
+    (repo / "config.toml").write_text(CONFIG)
+    (repo / "task.toml").write_text(TASK.format(trials=6, parallel=2))
+    (repo / "README.md").write_text("toy\n")
+    commit_all(repo, "toy task")
+    return repo
+
+
+def write_task(repo: Path, extra: str = "", *, trials: int = 6, parallel: int = 2, name: str = "task.toml",
+               base: str | None = None) -> Path:
+    """task.toml plus extra TOML appended (ideas, overrides in new tables)."""
+    path = repo / name
+    path.write_text((base or TASK.format(trials=trials, parallel=parallel)) + textwrap.dedent(extra))
+    return path
+
+
+def repo_state(repo: Path) -> tuple[str, str, str, str]:
+    """What ara must never change: HEAD, the checked-out branch, the index and the working tree."""
+    return (
+        git(repo, "rev-parse", "HEAD"),
+        git(repo, "symbolic-ref", "HEAD"),
+        git(repo, "ls-files", "--stage"),
+        git(repo, "status", "--porcelain", "--untracked-files=all"),
+    )

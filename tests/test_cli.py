@@ -1,0 +1,123 @@
+"""The CLI end to end, through the real console entry point's click group."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from slurm_autoresearch.cli import main
+from slurm_autoresearch.task import load_task
+
+from .conftest import commit_all, git, write_task
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _invoke(args: list[str], cwd: Path) -> tuple[int, str]:
+    old = Path.cwd()
+    os.chdir(cwd)
+    try:
+        result = CliRunner().invoke(main, args, catch_exceptions=False)
+    finally:
+        os.chdir(old)
+    return result.exit_code, result.output
+
+
+def test_every_command_has_help_and_is_in_the_readme() -> None:
+    readme = README.read_text()
+    assert main.commands, "no commands registered"
+    for name, command in main.commands.items():
+        assert command.help and len(command.help.strip()) > 20, name
+        code, output = _invoke([name, "--help"], Path.cwd())
+        assert code == 0 and "Usage:" in output
+        assert re.search(rf"`ara {name}\b", readme), f"`ara {name}` is missing from the README"
+
+
+def test_console_script_runs() -> None:
+    out = subprocess.run([sys.executable, "-m", "slurm_autoresearch.cli", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    assert "submit" in out and "status" in out
+
+
+def test_submit_status_show_report_stop(toy_repo: Path) -> None:
+    path = write_task(toy_repo, trials=3)
+    code, output = _invoke(["submit", str(path)], toy_repo)
+    assert code == 0, output
+    run_id = re.search(r"run id: (\S+)", output).group(1)  # type: ignore[union-attr]
+
+    code, output = _invoke(["status", "--json"], toy_repo)  # no RUN: the latest run
+    assert code == 0
+    doc = json.loads(output)
+    assert doc["schema"] == 1 and doc["run"]["id"] == run_id and doc["run"]["state"] == "finished"
+    assert set(doc) == {"schema", "run", "metric", "budget", "incumbent", "baseline", "counts", "trials"}
+    assert set(doc["trials"][0]) >= {"id", "state", "decision", "metric", "parent", "commit", "job_id", "elapsed",
+                                     "title"}
+
+    code, output = _invoke(["status", run_id], toy_repo)
+    assert code == 0 and run_id in output and "T0003" in output and "baseline" in output
+
+    code, output = _invoke(["show", run_id, "T0002"], toy_repo)
+    assert code == 0 and output.startswith("# T0002:") and "## Diff" in output and "## Log tail" in output
+
+    code, output = _invoke(["show", run_id, "T0099"], toy_repo)
+    assert code == 2 and "has no trial 'T0099'" in output
+
+    report = toy_repo / ".ara" / "runs" / run_id / "report.md"
+    report.unlink()
+    code, output = _invoke(["report", run_id], toy_repo)
+    assert code == 0 and report.is_file() and "| [T0003]" in report.read_text()
+
+    code, output = _invoke(["stop", run_id], toy_repo)
+    assert code == 0 and "is not running (finished)" in output
+
+    code, output = _invoke(["status", "--root", str(toy_repo / ".ara"), run_id, "--json"], Path("/"))
+    assert code == 0 and json.loads(output)["run"]["id"] == run_id
+
+    # The run root is ignored inside the user's repo.
+    assert git(toy_repo, "status", "--porcelain", "--", ".ara") == ""
+
+
+def test_unknown_run_is_a_usage_error(toy_repo: Path) -> None:
+    code, output = _invoke(["status", "nope"], toy_repo)
+    assert code == 2 and "no run 'nope'" in output
+
+
+def test_baseline_failure_exits_1_with_the_log(toy_repo: Path) -> None:
+    (toy_repo / "config.toml").write_text("x = 0.5\ny = 2.0\ncrash = true\n")
+    commit_all(toy_repo, "crash")
+    code, output = _invoke(["submit", str(write_task(toy_repo))], toy_repo)
+    assert code == 1
+    error = output.strip().splitlines()[-1]
+    assert error.startswith("ara: error: baseline T0001 produced no metric") and "train.log" in error
+
+
+def test_init_writes_a_task_that_validates(tmp_path: Path) -> None:
+    repo = tmp_path / "proj"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    (repo / "train.py").write_text("print('---'); print('val_loss: 1.0')\n")
+    (repo / "evaluate.py").write_text("print('---'); print('val_loss: 1.0')\n")
+    (repo / "config.toml").write_text("lr = 0.1\n")
+    code, output = _invoke(["init", str(repo)], tmp_path)
+    assert code == 0, output
+    assert (repo / "task.toml").is_file() and (repo / "playbook.md").is_file()
+    commit_all(repo, "init")
+    task = load_task(repo / "task.toml")
+    assert task.spec.task.eval == "python evaluate.py"
+    assert [g.pattern for g in task.surface.allow] == ["train.py", "config.toml"]
+    assert [g.pattern for g in task.surface.freeze] == ["evaluate.py"]
+    code, output = _invoke(["init", str(repo)], tmp_path)
+    assert code == 2 and "exists" in output
+
+
+@pytest.mark.parametrize("args", [["show"], ["submit"], ["bogus"]])
+def test_usage_errors_exit_2(args: list[str]) -> None:
+    code, _ = _invoke(args, Path.cwd())
+    assert code == 2

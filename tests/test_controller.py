@@ -1,0 +1,218 @@
+"""The whole loop on a toy task with real git, SQLite, subprocesses and the offline planner."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from slurm_autoresearch.controller import launch
+from slurm_autoresearch.errors import BaselineError
+from slurm_autoresearch.executors import LocalExecutor
+from slurm_autoresearch.ledger import Ledger
+from slurm_autoresearch.rundir import RunDir
+from slurm_autoresearch.status import status_document
+from slurm_autoresearch.task import load_task
+from slurm_autoresearch.trial import Decision
+
+from .conftest import commit_all, git, repo_state, write_task
+
+
+def _run(task_path: Path, **kwargs: object) -> tuple[RunDir, Ledger, list[str]]:
+    lines: list[str] = []
+    controller = launch(load_task(task_path), echo=lines.append, **kwargs)  # type: ignore[arg-type]
+    rundir = controller.rundir
+    try:
+        controller.run()
+    finally:
+        ledger = Ledger.open(rundir.ledger, readonly=True)
+    return rundir, ledger, lines
+
+
+def test_full_run_keeps_improvements_and_reports(toy_repo: Path) -> None:
+    path = write_task(toy_repo, '[[ideas]]\ntitle = "x to 2"\nconfig = { x = 2.0 }\n', trials=7)
+    before = repo_state(toy_repo)
+    rundir, ledger, lines = _run(path)
+    trials = ledger.trials()
+    assert len(trials) == 7
+    assert trials[0].title == "baseline" and trials[0].decision is Decision.KEEP
+    assert trials[1].title == "x to 2" and trials[1].decision is Decision.KEEP  # -4.25 beats -9.25
+    kept = [t for t in trials if t.decision is Decision.KEEP]
+    best = max(kept, key=lambda t: t.decided_at or 0)
+    assert best.metric == max(t.metric for t in trials if t.metric is not None)
+    assert git(toy_repo, "rev-parse", f"ara/{rundir.run_id}/best").strip() == best.commit
+    for t in trials:
+        assert git(toy_repo, "rev-parse", f"refs/ara/{rundir.run_id}/{t.id}").strip() == t.commit
+        for name in ("hypothesis.json", "job.json", "outcome.json", "patch.diff", "report.md", "train.log"):
+            assert (rundir.trial_dir(t.id) / name).is_file(), (t.id, name)
+    assert not list(rundir.worktrees.glob("T*"))  # removed after each decision
+    assert "ara/" + rundir.run_id + "/T0002" not in git(toy_repo, "branch", "--list")
+    results = rundir.results.read_text().splitlines()
+    assert len(results) == 8 and results[0].startswith("trial\tcommit\tparent\tscore")
+    assert rundir.report.is_file() and rundir.progress.stat().st_size > 10_000
+    doc = status_document(rundir, ledger)
+    assert doc["run"]["state"] == "finished"
+    assert doc["incumbent"]["trial"] == best.id
+    assert doc["budget"]["trials"] == {"used": 7, "limit": 7}
+    assert [t["id"] for t in doc["trials"]] == [t.id for t in trials]
+    json.dumps(doc)
+    assert rundir.lock_holder() is None
+    assert repo_state(toy_repo) == before
+    assert any("trial budget spent (7/7)" in line for line in lines)
+    ledger.close()
+
+
+def test_slots_stay_full_without_waiting_for_a_batch(toy_repo: Path) -> None:
+    (toy_repo / "config.toml").write_text("x = 0.5  # the x knob\ny = 2.0\nsleep = 0.0\n")
+    commit_all(toy_repo, "sleep knob")
+    path = write_task(toy_repo, '''
+        [[ideas]]
+        title = "slow"
+        config = { sleep = 3.0 }
+        [[ideas]]
+        title = "fast 1"
+        config = { x = 1.0 }
+        [[ideas]]
+        title = "fast 2"
+        config = { x = 1.5 }
+        [[ideas]]
+        title = "fast 3"
+        config = { x = 2.5 }
+    ''', trials=5)
+    rundir, ledger, _ = _run(path)
+    by_title = {t.title: t for t in ledger.trials()}
+    slow = by_title["slow"]
+    # While "slow" held one slot, the other slot went through several trials one after another.
+    assert by_title["fast 2"].submitted_at < slow.finished_at  # type: ignore[operator]
+    assert by_title["fast 3"].submitted_at < slow.finished_at  # type: ignore[operator]
+    ledger.close()
+
+
+def test_hostile_backlog_is_rejected_and_recorded(toy_repo: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, toy_repo / "src")
+    commit_all(toy_repo, "symlinked src")
+    path = write_task(toy_repo, f'''
+        [[ideas]]
+        title = "frozen"
+        edits = [{{ path = "evaluate.py", search = "import json", replace = "import json  # x" }}]
+        [[ideas]]
+        title = "dotdot"
+        edits = [{{ path = "../x.py", search = "", replace = "boom" }}]
+        [[ideas]]
+        title = "absolute"
+        edits = [{{ path = "{tmp_path}/abs.py", search = "", replace = "boom" }}]
+        [[ideas]]
+        title = "symlink"
+        edits = [{{ path = "src/evil.py", search = "", replace = "boom" }}]
+        [[ideas]]
+        title = "git config"
+        edits = [{{ path = ".git/config", search = "", replace = "[core]" }}]
+    ''', trials=6, parallel=1)
+    path.write_text(path.read_text().replace("trials = 6", "trials = 6\ncrash_limit = 10"))
+    before = repo_state(toy_repo)
+    rundir, ledger, _ = _run(path)
+    reasons = {t.title: t.reason for t in ledger.trials() if t.decision is Decision.REJECTED}
+    assert "evaluate.py is frozen" in reasons["frozen"]
+    assert "climbs out with '..'" in reasons["dotdot"]
+    assert "absolute path" in reasons["absolute"]
+    assert "symlink" in reasons["symlink"]
+    assert "points into .git" in reasons["git config"]
+    assert not list(outside.iterdir()) and not (tmp_path / "abs.py").exists()
+    assert not (toy_repo.parent / "x.py").exists()
+    assert repo_state(toy_repo) == before
+    assert "rejected" in (rundir.trial_dir("T0002") / "report.md").read_text()
+    ledger.close()
+
+
+def test_crashing_and_tampering_trials_are_data(toy_repo: Path) -> None:
+    (toy_repo / "config.toml").write_text("x = 0.5  # the x knob\ny = 2.0\ncrash = false\nnan = false\n")
+    commit_all(toy_repo, "knobs")
+    path = write_task(toy_repo, '''
+        [[ideas]]
+        title = "crash"
+        config = { crash = true }
+        [[ideas]]
+        title = "nan"
+        config = { nan = true }
+        [[ideas]]
+        title = "tamper"
+        edits = [{ path = "train.py", search = "import math", replace = "import math\\nopen('evaluate.py', 'a').write('#')" }]
+    ''', trials=4, parallel=1)
+    _, ledger, _ = _run(path)
+    trials = {t.title: t for t in ledger.trials()}
+    assert trials["crash"].decision is Decision.CRASH
+    assert "RuntimeError: boom from train.py" in trials["crash"].reason
+    assert trials["nan"].decision is Decision.CRASH and trials["nan"].metric is None
+    assert trials["tamper"].decision is Decision.CRASH
+    assert "frozen files changed during the job: evaluate.py" in trials["tamper"].reason
+    ledger.close()
+
+
+@pytest.mark.parametrize(("config", "expected"), [
+    ("x = 0.5\ny = 2.0\ncrash = true\n", "RuntimeError: boom from train.py"),
+    ("x = 0.5\ny = 2.0\nnan = true\n", "no finite metric 'score'"),
+])
+def test_broken_baseline_stops_the_run_naming_the_log(toy_repo: Path, config: str, expected: str) -> None:
+    (toy_repo / "config.toml").write_text(config)
+    commit_all(toy_repo, "broken")
+    task = load_task(write_task(toy_repo))
+    controller = launch(task, echo=lambda _: None)
+    with pytest.raises(BaselineError) as info:
+        controller.run()
+    message = str(info.value)
+    assert expected in message
+    assert str(controller.rundir.trial_dir("T0001") / "train.log") in message
+    ledger = Ledger.open(controller.rundir.ledger, readonly=True)
+    assert len(ledger.trials()) == 1 and ledger.meta()["state"] == "failed"
+    ledger.close()
+
+
+def test_stop_cancel_ends_the_run_and_records_cancelled_trials(toy_repo: Path) -> None:
+    (toy_repo / "config.toml").write_text("x = 0.5\ny = 2.0\nsleep = 0.0\n")
+    commit_all(toy_repo, "sleep knob")
+    path = write_task(toy_repo, '[[ideas]]\ntitle = "slow"\nconfig = { sleep = 60.0 }\n', trials=10, parallel=1)
+    task = load_task(path)
+    calls = {"n": 0}
+    controller = None
+
+    def sleep(seconds: float) -> None:
+        import time
+        calls["n"] += 1
+        assert controller is not None
+        trial = controller.ledger.trial("T0002")
+        if trial is not None and trial.state.value == "running":
+            controller.rundir.request_stop(cancel=True)
+        time.sleep(min(seconds, 0.05))
+
+    controller = launch(task, echo=lambda _: None, sleep=sleep)
+    summary = controller.run()
+    assert summary.state == "stopped"
+    ledger = Ledger.open(controller.rundir.ledger, readonly=True)
+    slow = ledger.trial("T0002")
+    assert slow is not None and slow.decision is Decision.CRASH and slow.job_state == "cancelled"
+    assert len(ledger.trials()) == 2
+    assert ledger.meta()["state"] == "stopped"
+    ledger.close()
+
+
+def test_crash_limit_stops_a_hopeless_run(toy_repo: Path) -> None:
+    path = write_task(toy_repo, "".join(
+        f'[[ideas]]\ntitle = "bad {i}"\nedits = [{{ path = "evaluate.py", search = "json", replace = "x" }}]\n'
+        for i in range(5)), trials=10, parallel=1)
+    path.write_text(path.read_text().replace("trials = 10", "trials = 10\ncrash_limit = 3"))
+    rundir, ledger, _ = _run(path)
+    assert len(ledger.trials()) == 4  # baseline + 3 rejections
+    assert ledger.meta()["state"] == "stopped"
+    assert "3 trials in a row" in ledger.meta()["end_reason"]
+    ledger.close()
+
+
+def test_injected_executor_is_used(toy_repo: Path) -> None:
+    executor = LocalExecutor(capacity=1)
+    rundir, ledger, _ = _run(write_task(toy_repo, trials=2, parallel=2), executor=executor)
+    assert ledger.meta()["parallel"] == 1 and ledger.meta()["executor"] == "local"
+    ledger.close()

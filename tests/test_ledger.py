@@ -1,0 +1,79 @@
+"""Ledger on real SQLite: migrations, rollback journal, trial records, results.tsv; the run lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from slurm_autoresearch.errors import RunLockedError
+from slurm_autoresearch.hypothesis import Edit, Hypothesis
+from slurm_autoresearch.ledger import MIGRATIONS, Ledger
+from slurm_autoresearch.rundir import RunDir
+from slurm_autoresearch.trial import Decision, TrialState
+
+
+def test_migrations_and_journal_mode(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path / "ledger.sqlite")
+    assert ledger.conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert ledger.conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    ledger.close()
+    again = Ledger.open(tmp_path / "ledger.sqlite")  # re-running migrations is a no-op
+    assert again.trials() == []
+    again.close()
+
+
+def test_trials_round_trip_and_results_tsv(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path / "ledger.sqlite")
+    h = Hypothesis("set lr=0.01", "why", edits=(Edit("c.toml", "a", "b"),), params={"lr": 0.01})
+    t1 = ledger.add_trial(Hypothesis.baseline(), parent="a" * 40, parent_trial=None, now=1.0)
+    t2 = ledger.add_trial(h, parent="a" * 40, parent_trial="T0001", now=2.0)
+    assert (t1.id, t2.id) == ("T0001", "T0002")
+    ledger.update(t1, 3.0, event="decided", state=TrialState.DONE, decision=Decision.KEEP, metric=0.5,
+                  commit="a" * 40, elapsed=1.25, memory_gb=0.5, metrics={"score": 0.5})
+    ledger.update(t2, 4.0, state=TrialState.RUNNING, commit="b" * 40, job_id="pid:1")
+    back = ledger.trial("t0002")
+    assert back is not None and back.hypothesis == h and back.state is TrialState.RUNNING
+    assert ledger.trial("T0001").metrics == {"score": 0.5}  # type: ignore[union-attr]
+    ledger.write_results(tmp_path / "results.tsv", "val_f1")
+    rows = (tmp_path / "results.tsv").read_text().splitlines()
+    assert rows[0].split("\t") == ["trial", "commit", "parent", "val_f1", "memory_gb", "status", "elapsed_s",
+                                   "description"]
+    assert rows[1].split("\t") == ["T0001", "aaaaaaa", "aaaaaaa", "0.500000", "0.5", "keep", "1.2", "baseline"]
+    assert len(rows) == 2  # undecided trials are not results yet
+    kinds = [e["kind"] for e in ledger.events()]
+    assert kinds == ["planned", "planned", "decided"]
+    ledger.close()
+
+
+def test_readonly_reader_cannot_write(tmp_path: Path) -> None:
+    Ledger.open(tmp_path / "ledger.sqlite").close()
+    reader = Ledger.open(tmp_path / "ledger.sqlite", readonly=True)
+    with pytest.raises(sqlite3.OperationalError):
+        reader.set_meta(x=1)
+    reader.close()
+
+
+def test_lock_names_its_holder_and_replaces_dead_ones(tmp_path: Path) -> None:
+    rundir = RunDir.create(tmp_path / ".ara", "r1")
+    assert (tmp_path / ".ara" / ".gitignore").read_text() == "*\n"
+    rundir.acquire()
+    with pytest.raises(RunLockedError, match=f"held by controller pid {os.getpid()}"):
+        rundir.acquire()
+    rundir.release()
+    assert rundir.lock_holder() is None
+    # A holder that died on this host is replaced rather than blocking the run forever.
+    holder = {"host": os.uname().nodename, "pid": 2**22 + 12345, "since": 0}
+    rundir.lock_path.write_text(json.dumps(holder))
+    rundir.acquire()
+    assert rundir.lock_holder()["pid"] == os.getpid()  # type: ignore[index]
+    rundir.release()
+
+
+def test_run_ids_do_not_collide(tmp_path: Path) -> None:
+    a = RunDir.create(tmp_path, "same")
+    b = RunDir.create(tmp_path, "same")
+    assert a.path != b.path and b.run_id == "same-2"
