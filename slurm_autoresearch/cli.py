@@ -12,7 +12,9 @@ import click
 from .errors import AraError, UsageError
 
 root_option = click.option(
-    "--root", type=click.Path(file_okay=False, path_type=Path), default=None,
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
     help="Run root holding runs/ (default: $ARA_ROOT, else .ara in this directory or a parent).",
 )
 
@@ -66,9 +68,11 @@ def submit(task_file: Path, check: bool) -> None:
     task = load_task(task_file)
     spec = task.spec
     if check:
-        click.echo(f"{task_file}: ok: {task.name}, repo {task.repo}, workdir {task.workdir}, "
-                   f"{spec.budget.trials} trials x {spec.budget.steps} steps, {task.executor} executor, "
-                   f"{task.planner} planner")
+        click.echo(
+            f"{task_file}: ok: {task.name}, repo {task.repo}, workdir {task.workdir}, "
+            f"{spec.budget.trials} trials x {spec.budget.steps} steps, {task.executor} executor, "
+            f"{task.planner} planner"
+        )
         return
     controller = launch(task, echo=lambda m: click.echo(f"{time.strftime('%H:%M:%S')} {m}"))
     click.echo(f"run id: {controller.rundir.run_id}")
@@ -122,8 +126,11 @@ def show(run: str, trial: str, root: Path | None) -> None:
     if record is None:
         raise UsageError(f"run {rundir.run_id} has no trial {trial!r} (see `ara status {rundir.run_id}`)")
     outcome_path = rundir.trial_dir(record.id) / "outcome.json"
-    outcome = Outcome.read(outcome_path, missing_state=JobState.LOST, missing_reason="") \
-        if outcome_path.exists() else None
+    outcome = (
+        Outcome.read(outcome_path, missing_state=JobState.LOST, missing_reason="")
+        if outcome_path.exists()
+        else None
+    )
     click.echo(trial_report(rundir, read_spec(rundir.task_copy), record, outcome), nl=False)
 
 

@@ -38,9 +38,20 @@ class RunSummary:
 class Controller:
     """Owns the ledger (single writer) and the loop; collaborators are injected for tests."""
 
-    def __init__(self, task: Task, rundir: RunDir, ledger: Ledger, workspace: Workspace, planner: Planner,
-                 executor: Executor, frozen: dict[str, str], *, clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], None] = time.sleep, echo: Echo = print) -> None:
+    def __init__(
+        self,
+        task: Task,
+        rundir: RunDir,
+        ledger: Ledger,
+        workspace: Workspace,
+        planner: Planner,
+        executor: Executor,
+        frozen: dict[str, str],
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        echo: Echo = print,
+    ) -> None:
         self.task = task
         self.spec = task.spec
         self.rundir = rundir
@@ -124,8 +135,10 @@ class Controller:
         if request is None or self.stopping.startswith("stopped by"):
             return
         self.stopping = f"stopped by `ara stop`{' --cancel' if request == 'cancel' else ''}"
-        self.log(self.stopping + ("; cancelling running jobs" if request == "cancel" else
-                                  "; waiting for running trials"))
+        self.log(
+            self.stopping
+            + ("; cancelling running jobs" if request == "cancel" else "; waiting for running trials")
+        )
         if request == "cancel":
             self._cancel_all(wait_s=0)
 
@@ -151,8 +164,10 @@ class Controller:
             for trial in sorted((t for t in trials if t.decided_at), key=lambda t: t.decided_at or 0):
                 streak = streak + 1 if trial.decision and trial.decision.is_failure() else 0
             if streak >= limit.crash_limit:
-                self.stopping = (f"stopped: {streak} trials in a row crashed or were rejected "
-                                 f"(crash_limit = {limit.crash_limit}); see `ara status`")
+                self.stopping = (
+                    f"stopped: {streak} trials in a row crashed or were rejected "
+                    f"(crash_limit = {limit.crash_limit}); see `ara status`"
+                )
         if self.stopping:
             self.log(self.stopping + ("; waiting for running trials" if self.executor.live() else ""))
 
@@ -169,15 +184,18 @@ class Controller:
             hypotheses = self.planner.propose(ctx, n)[:n]
             if not hypotheses:
                 self.exhausted = True
-                self.log("planner has nothing left to propose" +
-                         ("; waiting for running trials" if self.executor.live() else ""))
+                self.log(
+                    "planner has nothing left to propose"
+                    + ("; waiting for running trials" if self.executor.live() else "")
+                )
                 return
             specs = []
             for hypothesis in hypotheses:
                 parent = self.incumbent
                 assert parent is not None and parent.commit is not None
-                trial = self.ledger.add_trial(hypothesis, parent=parent.commit, parent_trial=parent.id,
-                                              now=self.clock())
+                trial = self.ledger.add_trial(
+                    hypothesis, parent=parent.commit, parent_trial=parent.id, now=self.clock()
+                )
                 spec = self._materialize(trial)
                 if spec:
                     specs.append(spec)
@@ -209,11 +227,20 @@ class Controller:
             return None
         atomic_write_text(tdir / "patch.diff", made.patch)
         spec = JobSpec(
-            trial_id=trial.id, run_id=self.rundir.run_id, run_dir=str(self.rundir.path), trial_dir=str(tdir),
-            worktree=str(made.worktree), workdir=self.task.workdir, command=self.spec.task.command,
-            eval=self.spec.task.eval, metric=self.spec.metric.name, steps=self.spec.budget.steps,
-            time_limit_s=self.spec.budget.trial_minutes * 60, gpus=self.spec.resources.gpus_per_trial,
-            frozen=self.frozen, project=self.task.name,
+            trial_id=trial.id,
+            run_id=self.rundir.run_id,
+            run_dir=str(self.rundir.path),
+            trial_dir=str(tdir),
+            worktree=str(made.worktree),
+            workdir=self.task.workdir,
+            command=self.spec.task.command,
+            eval=self.spec.task.eval,
+            metric=self.spec.metric.name,
+            steps=self.spec.budget.steps,
+            time_limit_s=self.spec.budget.trial_minutes * 60,
+            gpus=self.spec.resources.gpus_per_trial,
+            frozen=self.frozen,
+            project=self.task.name,
         )
         write_json(tdir / JOB_FILE, spec.to_dict())
         self.ledger.update(trial, self.clock(), event="materialized", commit=made.commit)
@@ -221,8 +248,16 @@ class Controller:
 
     def _reject(self, trial: Trial, reason: str) -> None:
         now = self.clock()
-        self.ledger.update(trial, now, event="rejected", state=TrialState.DONE, decision=Decision.REJECTED,
-                           reason=reason, decided_at=now, learning=f"{trial.title}: rejected ({reason})")
+        self.ledger.update(
+            trial,
+            now,
+            event="rejected",
+            state=TrialState.DONE,
+            decision=Decision.REJECTED,
+            reason=reason,
+            decided_at=now,
+            learning=f"{trial.title}: rejected ({reason})",
+        )
         self.log(f"{trial.id} rejected: {trial.title}: {reason}")
         self._record(trial, None)
 
@@ -232,8 +267,14 @@ class Controller:
         for spec in specs:
             trial = self.ledger.trial(spec.trial_id)
             assert trial is not None
-            self.ledger.update(trial, now, event="submitted", state=TrialState.QUEUED,
-                               job_id=ids[spec.trial_id], submitted_at=now)
+            self.ledger.update(
+                trial,
+                now,
+                event="submitted",
+                state=TrialState.QUEUED,
+                job_id=ids[spec.trial_id],
+                submitted_at=now,
+            )
             self.log(f"{trial.id} submitted ({ids[spec.trial_id]}): {trial.title}")
 
     def _collect(self) -> None:
@@ -243,8 +284,14 @@ class Controller:
                 continue
             now = self.clock()
             if update.state == "running":
-                self.ledger.update(trial, now, event="started", state=TrialState.RUNNING,
-                                   job_id=update.job_id, started_at=now)
+                self.ledger.update(
+                    trial,
+                    now,
+                    event="started",
+                    state=TrialState.RUNNING,
+                    job_id=update.job_id,
+                    started_at=now,
+                )
             elif update.outcome is not None:
                 self._decide(trial, update.outcome)
 
@@ -253,10 +300,20 @@ class Controller:
         best = self.incumbent.metric if self.incumbent else None
         verdict = decide(outcome, best, self.spec.metric.goal, self.spec.metric.min_delta)
         self.ledger.update(
-            trial, now, event="decided", state=TrialState.DONE, decision=verdict.decision,
-            reason=verdict.reason, metric=outcome.metric if outcome.has_metric else None,
-            metrics=outcome.metrics, job_state=str(outcome.state), elapsed=outcome.elapsed,
-            gpu_seconds=outcome.gpu_seconds, memory_gb=outcome.memory_gb, finished_at=now, decided_at=now,
+            trial,
+            now,
+            event="decided",
+            state=TrialState.DONE,
+            decision=verdict.decision,
+            reason=verdict.reason,
+            metric=outcome.metric if outcome.has_metric else None,
+            metrics=outcome.metrics,
+            job_state=str(outcome.state),
+            elapsed=outcome.elapsed,
+            gpu_seconds=outcome.gpu_seconds,
+            memory_gb=outcome.memory_gb,
+            finished_at=now,
+            decided_at=now,
             learning=self._learning(trial, outcome, verdict),
         )
         if verdict.decision is Decision.KEEP:
@@ -265,8 +322,10 @@ class Controller:
             self.incumbent = trial
         self.ws.release(trial.id)
         shown = f"{outcome.metric:.6g}" if outcome.has_metric else outcome.state.value
-        self.log(f"{trial.id} {verdict.decision.value}: {self.spec.metric.name}={shown} "
-                 f"({trial.title}; {verdict.reason})")
+        self.log(
+            f"{trial.id} {verdict.decision.value}: {self.spec.metric.name}={shown} "
+            f"({trial.title}; {verdict.reason})"
+        )
         self._record(trial, outcome)
 
     def _learning(self, trial: Trial, outcome: Outcome, verdict: Verdict) -> str:
@@ -274,7 +333,9 @@ class Controller:
             return f"{trial.title}: crashed ({outcome.reason or outcome.state.value})"
         against = f" vs {self.incumbent.id}" if self.incumbent else ""
         delta = f" ({verdict.delta:+.4g}{against})" if verdict.delta is not None else ""
-        return f"{trial.title}: {self.spec.metric.name} {outcome.metric:.4g}{delta} -> {verdict.decision.value}"
+        return (
+            f"{trial.title}: {self.spec.metric.name} {outcome.metric:.4g}{delta} -> {verdict.decision.value}"
+        )
 
     def _record(self, trial: Trial, outcome: Outcome | None) -> None:
         report.write_trial_report(self.rundir, self.spec, trial, outcome)
@@ -288,8 +349,11 @@ class Controller:
             self.ledger.write_results(self.rundir.results, self.spec.metric.name)
             report.write_run_report(self.rundir, self.spec, self.ledger)
             best = self.incumbent
-            summary = (f"best {self.spec.metric.name} {best.metric:.6g} by {best.id} ({best.title})"
-                       if best and best.metric is not None else "no incumbent")
+            summary = (
+                f"best {self.spec.metric.name} {best.metric:.6g} by {best.id} ({best.title})"
+                if best and best.metric is not None
+                else "no incumbent"
+            )
             self.log(f"run {self.rundir.run_id} {state}: {reason}; {summary}; report: {self.rundir.report}")
         finally:
             self.executor.close()
@@ -303,9 +367,15 @@ class Controller:
             self.rundir.release()
 
 
-def launch(task: Task, *, planner: Planner | None = None, executor: Executor | None = None,
-           clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
-           echo: Echo = print) -> Controller:
+def launch(
+    task: Task,
+    *,
+    planner: Planner | None = None,
+    executor: Executor | None = None,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+    echo: Echo = print,
+) -> Controller:
     """Create the run directory, ledger and best branch for a validated task; return its controller."""
     now = clock()
     rundir = RunDir.create(task.run_root, new_run_id(task.name, now))
@@ -313,28 +383,52 @@ def launch(task: Task, *, planner: Planner | None = None, executor: Executor | N
     rundir.acquire()
     ledger = Ledger.open(rundir.ledger)
     spec = task.spec
-    ws = Workspace(task.repo, task.workdir, rundir.run_id, rundir.worktrees, task.surface,
-                   spec.surface.max_file_kb * 1024)
+    ws = Workspace(
+        task.repo,
+        task.workdir,
+        rundir.run_id,
+        rundir.worktrees,
+        task.surface,
+        spec.surface.max_file_kb * 1024,
+    )
     base = ws.head()
     frozen = ws.frozen_hashes(base)
     ws.start(base)
     if executor is None:
-        executor = LocalExecutor(capacity=spec.run.parallel, gpus_per_job=spec.resources.gpus_per_trial,
-                                 gpu_ids=list(spec.resources.gpus) or detect_gpus())
+        executor = LocalExecutor(
+            capacity=spec.run.parallel,
+            gpus_per_job=spec.resources.gpus_per_trial,
+            gpu_ids=list(spec.resources.gpus) or detect_gpus(),
+        )
     planner = planner or OfflinePlanner(spec)
     ledger.set_meta(
-        run_id=rundir.run_id, task=task.name, task_path=str(task.path), repo=str(task.repo),
-        workdir=task.workdir, base_commit=base, best_branch=ws.best_branch, metric=spec.metric.name,
-        goal=spec.metric.goal, executor=executor.name, planner=planner.name, parallel=executor.capacity,
-        trial_budget=spec.budget.trials, wall_hours=spec.budget.wall_hours, state="running",
-        created_at=now, host=socket.gethostname(), pid=os.getpid(), frozen=frozen,
+        run_id=rundir.run_id,
+        task=task.name,
+        task_path=str(task.path),
+        repo=str(task.repo),
+        workdir=task.workdir,
+        base_commit=base,
+        best_branch=ws.best_branch,
+        metric=spec.metric.name,
+        goal=spec.metric.goal,
+        executor=executor.name,
+        planner=planner.name,
+        parallel=executor.capacity,
+        trial_budget=spec.budget.trials,
+        wall_hours=spec.budget.wall_hours,
+        state="running",
+        created_at=now,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        frozen=frozen,
     )
     ledger.event(now, "run-started", f"{task.name} at {base[:7]}")
-    controller = Controller(task, rundir, ledger, ws, planner, executor, frozen, clock=clock, sleep=sleep,
-                            echo=echo)
-    controller.log(f"run {rundir.run_id}: {task.name}, {executor.name} executor x{executor.capacity}, "
-                   f"{planner.name} planner, {spec.budget.trials} trials of {spec.budget.steps} steps; "
-                   f"dir {rundir.path}")
+    controller = Controller(
+        task, rundir, ledger, ws, planner, executor, frozen, clock=clock, sleep=sleep, echo=echo
+    )
+    controller.log(
+        f"run {rundir.run_id}: {task.name}, {executor.name} executor x{executor.capacity}, "
+        f"{planner.name} planner, {spec.budget.trials} trials of {spec.budget.steps} steps; "
+        f"dir {rundir.path}"
+    )
     return controller
-
-

@@ -20,8 +20,9 @@ def improvement(metric: float, incumbent: float, goal: Literal["min", "max"]) ->
     return metric - incumbent if goal == "max" else incumbent - metric
 
 
-def decide(outcome: Outcome, incumbent: float | None, goal: Literal["min", "max"],
-           min_delta: float) -> Verdict:
+def decide(
+    outcome: Outcome, incumbent: float | None, goal: Literal["min", "max"], min_delta: float
+) -> Verdict:
     """keep when the metric beats the incumbent by more than min_delta; crash without a metric."""
     if outcome.state is not JobState.COMPLETED or not outcome.has_metric:
         return Verdict(Decision.CRASH, outcome.reason or f"job {outcome.state.value} without a metric")
@@ -30,9 +31,13 @@ def decide(outcome: Outcome, incumbent: float | None, goal: Literal["min", "max"
         return Verdict(Decision.KEEP, "first result: becomes the incumbent")
     delta = improvement(outcome.metric, incumbent, goal)
     if delta > min_delta:
-        return Verdict(Decision.KEEP, f"beats the incumbent {incumbent:.6g} by {delta:.6g} (> {min_delta:g})", delta)
+        return Verdict(
+            Decision.KEEP, f"beats the incumbent {incumbent:.6g} by {delta:.6g} (> {min_delta:g})", delta
+        )
     if delta > 0:
         return Verdict(
-            Decision.DISCARD, f"better than {incumbent:.6g} by only {delta:.6g} (<= min_delta {min_delta:g})", delta
+            Decision.DISCARD,
+            f"better than {incumbent:.6g} by only {delta:.6g} (<= min_delta {min_delta:g})",
+            delta,
         )
     return Verdict(Decision.DISCARD, f"does not beat the incumbent {incumbent:.6g} ({delta:+.6g})", delta)

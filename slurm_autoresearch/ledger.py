@@ -110,7 +110,9 @@ class Ledger:
         return {r["key"]: json.loads(r["value"]) for r in self.conn.execute("SELECT key, value FROM meta")}
 
     # -- trials -----------------------------------------------------------------------------
-    def add_trial(self, hypothesis: Hypothesis, *, parent: str, parent_trial: str | None, now: float) -> Trial:
+    def add_trial(
+        self, hypothesis: Hypothesis, *, parent: str, parent_trial: str | None, now: float
+    ) -> Trial:
         with self._tx():
             seq = self.conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM trials").fetchone()[0]
             trial = Trial(
@@ -126,8 +128,17 @@ class Ledger:
             self.conn.execute(
                 "INSERT INTO trials(id, seq, title, source, hypothesis, state, parent, parent_trial, "
                 "created_at) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (trial.id, seq, trial.title, trial.source, json.dumps(hypothesis.to_dict()),
-                 str(trial.state), parent, parent_trial, now),
+                (
+                    trial.id,
+                    seq,
+                    trial.title,
+                    trial.source,
+                    json.dumps(hypothesis.to_dict()),
+                    str(trial.state),
+                    parent,
+                    parent_trial,
+                    now,
+                ),
             )
             self._event(now, trial.id, "planned", trial.title)
         return trial

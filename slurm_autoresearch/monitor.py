@@ -8,7 +8,10 @@ from pathlib import Path
 TAIL_BYTES = 4096
 
 _RULES: list[tuple[str, re.Pattern[str]]] = [
-    ("out of memory", re.compile(r"CUDA out of memory|OutOfMemoryError|MemoryError|oom-kill|Killed\s*$", re.M)),
+    (
+        "out of memory",
+        re.compile(r"CUDA out of memory|OutOfMemoryError|MemoryError|oom-kill|Killed\s*$", re.M),
+    ),
     ("loss is NaN or inf", re.compile(r"\bloss\b[^\n]*\b(nan|inf)\b|FAIL: loss is (nan|inf)", re.I)),
 ]
 _TRACEBACK_LAST = re.compile(r"^(\w[\w.]*(Error|Exception|Interrupt)\b.*)$", re.M)

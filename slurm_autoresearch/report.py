@@ -45,7 +45,8 @@ def trial_report(rundir: RunDir, spec: TaskSpec, trial: Trial, outcome: Outcome 
         "",
         f"- decision: **{trial.decision or trial.state}**" + (f": {trial.reason}" if trial.reason else ""),
         f"- {metric}: {_fmt(trial.metric) or 'none'}",
-        f"- parent: {trial.parent_trial or '-'} ({(trial.parent or '')[:7]}), commit {(trial.commit or '-')[:7]}"
+        f"- parent: {trial.parent_trial or '-'} ({(trial.parent or '')[:7]}), "
+        f"commit {(trial.commit or '-')[:7]}"
         + (f", ref `refs/ara/{rundir.run_id}/{trial.id}`" if trial.commit else ""),
         f"- source: {h.source}",
     ]
@@ -53,8 +54,8 @@ def trial_report(rundir: RunDir, spec: TaskSpec, trial: Trial, outcome: Outcome 
         gpus = spec.resources.gpus_per_trial
         lines += [
             f"- job: {trial.job_id or '-'}, state {outcome.state.value}, exit code {outcome.exit_code}",
-            f"- resources: {outcome.elapsed:.1f} s wall, {gpus} GPU(s), {outcome.gpu_seconds:.0f} GPU-seconds, "
-            f"peak memory {_fmt(outcome.memory_gb, '.2f')} GB",
+            f"- resources: {outcome.elapsed:.1f} s wall, {gpus} GPU(s), "
+            f"{outcome.gpu_seconds:.0f} GPU-seconds, peak memory {_fmt(outcome.memory_gb, '.2f')} GB",
         ]
         other = {k: v for k, v in outcome.metrics.items() if k != metric}
         if other:
@@ -100,8 +101,10 @@ def write_run_report(rundir: RunDir, spec: TaskSpec, ledger: Ledger) -> Path:
     ]
     if baseline is not None and baseline.metric is not None and best is not None and best.metric is not None:
         delta = best.metric - baseline.metric
-        lines.append(f"- baseline {baseline.metric:.6g} -> best {best.metric:.6g} ({delta:+.6g}) by "
-                     f"{best.id}: {best.title}; branch `{meta.get('best_branch')}`")
+        lines.append(
+            f"- baseline {baseline.metric:.6g} -> best {best.metric:.6g} ({delta:+.6g}) by "
+            f"{best.id}: {best.title}; branch `{meta.get('best_branch')}`"
+        )
     lines += [
         f"- trials: {len(trials)} of {spec.budget.trials} "
         f"({', '.join(f'{counts[d]} {d.value}' for d in Decision)}), {gpu_s / 3600:.2f} GPU-hours",
@@ -117,8 +120,10 @@ def write_run_report(rundir: RunDir, spec: TaskSpec, ledger: Ledger) -> Path:
         title = t.title.replace("|", "\\|")
         reason = t.reason.replace("|", "\\|")[:120]
         decision = f"**{t.decision.value}**" if t.decision is Decision.KEEP else (t.decision or t.state)
-        lines.append(f"| [{t.id}](trials/{t.id}/report.md) | {t.parent_trial or '-'} | {_fmt(t.metric)} | "
-                     f"{decision} | {_fmt(t.elapsed, '.1f')} | {title} | {reason} |")
+        lines.append(
+            f"| [{t.id}](trials/{t.id}/report.md) | {t.parent_trial or '-'} | {_fmt(t.metric)} | "
+            f"{decision} | {_fmt(t.elapsed, '.1f')} | {title} | {reason} |"
+        )
     if kept:
         lines += ["", "## Kept changes, in order", ""]
         lines += [f"1. {t.id} {t.title}: {_fmt(t.metric)}" for t in kept]
@@ -140,13 +145,32 @@ def progress_plot(trials: list[Trial], metric: str, goal: str, path: Path) -> No
     scored = [t for t in trials if t.metric is not None]
     discarded = [t for t in scored if t.decision is not Decision.KEEP]
     kept = [t for t in scored if t.decision is Decision.KEEP]
-    ax.scatter([t.seq for t in discarded], [t.metric for t in discarded], s=22, color="#9aa0a6",
-               label="discarded", zorder=2)
-    ax.scatter([t.seq for t in kept], [t.metric for t in kept], s=60, color="#1e8e3e", edgecolor="black",
-               label="kept", zorder=4)
+    ax.scatter(
+        [t.seq for t in discarded],
+        [t.metric for t in discarded],
+        s=22,
+        color="#9aa0a6",
+        label="discarded",
+        zorder=2,
+    )
+    ax.scatter(
+        [t.seq for t in kept],
+        [t.metric for t in kept],
+        s=60,
+        color="#1e8e3e",
+        edgecolor="black",
+        label="kept",
+        zorder=4,
+    )
     for t in kept:
-        ax.annotate(t.title[:28], (t.seq, t.metric or 0), textcoords="offset points", xytext=(4, 6),
-                    fontsize=7, color="#1e8e3e")
+        ax.annotate(
+            t.title[:28],
+            (t.seq, t.metric or 0),
+            textcoords="offset points",
+            xytext=(4, 6),
+            fontsize=7,
+            color="#1e8e3e",
+        )
     steps_x: list[int] = []
     steps_y: list[float] = []
     for t in sorted(kept, key=lambda t: t.seq):
@@ -156,8 +180,15 @@ def progress_plot(trials: list[Trial], metric: str, goal: str, path: Path) -> No
             steps_y.append(m)
     if steps_x:
         last_seq = max(t.seq for t in trials)
-        ax.step([*steps_x, last_seq], [*steps_y, steps_y[-1]], where="post", color="#1e8e3e", lw=1.5,
-                label="running best", zorder=3)
+        ax.step(
+            [*steps_x, last_seq],
+            [*steps_y, steps_y[-1]],
+            where="post",
+            color="#1e8e3e",
+            lw=1.5,
+            label="running best",
+            zorder=3,
+        )
     values = [t.metric for t in scored if t.metric is not None]
     low, high = (min(values), max(values)) if values else (0.0, 1.0)
     pad = (high - low) * 0.08 or 0.05
@@ -167,8 +198,9 @@ def progress_plot(trials: list[Trial], metric: str, goal: str, path: Path) -> No
     if crashed:
         ax.scatter(crashed, [rail] * len(crashed), marker="x", color="#d93025", s=40, label="crash", zorder=4)
     if rejected:
-        ax.scatter(rejected, [rail] * len(rejected), marker="|", color="#e37400", s=60, label="rejected",
-                   zorder=4)
+        ax.scatter(
+            rejected, [rail] * len(rejected), marker="|", color="#e37400", s=60, label="rejected", zorder=4
+        )
     ax.set_xlabel("trial")
     ax.set_ylabel(f"{metric} ({'higher' if goal == 'max' else 'lower'} is better)")
     ax.set_title(f"{len(trials)} trials, {len(kept)} kept")

@@ -179,9 +179,13 @@ def find_run(run: str | None, root: Path | None = None) -> RunDir:
         for runs in candidates:
             if (runs / run / "ledger.sqlite").is_file():
                 return RunDir((runs / run).resolve())
-        raise UsageError(f"no run {run!r} under {', '.join(map(str, candidates)) or 'any .ara/ here'}; "
-                         "pass the run directory or --root")
+        raise UsageError(
+            f"no run {run!r} under {', '.join(map(str, candidates)) or 'any .ara/ here'}; "
+            "pass the run directory or --root"
+        )
     runs_found = [p for c in candidates for p in c.iterdir() if (p / "ledger.sqlite").is_file()]
     if not runs_found:
-        raise UsageError("no runs found here; pass a run id or directory, or --root (start one with `ara submit`)")
+        raise UsageError(
+            "no runs found here; pass a run id or directory, or --root (start one with `ara submit`)"
+        )
     return RunDir(max(runs_found, key=lambda p: (p / "ledger.sqlite").stat().st_ctime).resolve())

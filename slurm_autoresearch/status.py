@@ -74,20 +74,33 @@ def status_document(rundir: RunDir, ledger: Ledger, now: float | None = None) ->
         "metric": {"name": meta.get("metric"), "goal": meta.get("goal")},
         "budget": {
             "trials": {"used": len(trials), "limit": meta.get("trial_budget")},
-            "wall_seconds": {"used": round((ended or now) - created, 1),
-                             "limit": wall_hours * 3600 if wall_hours else None},
+            "wall_seconds": {
+                "used": round((ended or now) - created, 1),
+                "limit": wall_hours * 3600 if wall_hours else None,
+            },
             "gpu_seconds": {"used": round(sum(t.gpu_seconds or 0 for t in trials), 1)},
         },
-        "incumbent": None if incumbent is None else {
-            "trial": incumbent.id, "commit": incumbent.commit, "metric": incumbent.metric,
+        "incumbent": None
+        if incumbent is None
+        else {
+            "trial": incumbent.id,
+            "commit": incumbent.commit,
+            "metric": incumbent.metric,
             "title": incumbent.title,
         },
-        "baseline": None if baseline is None else {
-            "trial": baseline.id, "commit": baseline.commit, "metric": baseline.metric,
+        "baseline": None
+        if baseline is None
+        else {
+            "trial": baseline.id,
+            "commit": baseline.commit,
+            "metric": baseline.metric,
         },
         "counts": {
             **{str(d): sum(1 for t in trials if t.decision is d) for d in Decision},
-            **{str(s): sum(1 for t in trials if t.state is s) for s in (TrialState.QUEUED, TrialState.RUNNING)},
+            **{
+                str(s): sum(1 for t in trials if t.state is s)
+                for s in (TrialState.QUEUED, TrialState.RUNNING)
+            },
         },
         "trials": [_trial(t) for t in trials],
     }

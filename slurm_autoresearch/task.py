@@ -173,6 +173,7 @@ class Task:
 
 # -- error formatting -----------------------------------------------------------------------
 
+
 def _section_of(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[str, type[BaseModel] | None]:
     """Human location of a pydantic error and the model that owns its last key."""
     owner: type[BaseModel] | None = model
@@ -296,7 +297,9 @@ def load_task(path: str | Path) -> Task:
         repo_dir = (task_dir / spec.task.repo).resolve()
         repo = repo_toplevel(repo_dir) if repo_dir.is_dir() else None
         if repo is None:
-            raise TaskError(f"{source}: [task] repo: {repo_dir} is not a git repository (run `git init` there)")
+            raise TaskError(
+                f"{source}: [task] repo: {repo_dir} is not a git repository (run `git init` there)"
+            )
     else:
         repo = repo_toplevel(task_dir)
         if repo is None:
@@ -328,7 +331,9 @@ def load_task(path: str | Path) -> Task:
         try:
             head = ws.head()
         except ValueError:
-            raise TaskError(f"{source}: [task] repo: {repo} has no commits yet; commit your code first") from None
+            raise TaskError(
+                f"{source}: [task] repo: {repo} has no commits yet; commit your code first"
+            ) from None
         tracked = ws.tracked_files(head)
         where = f"{workdir}/" if workdir != "." else repo.name
         for glob in surface.freeze:
@@ -360,8 +365,9 @@ def load_task(path: str | Path) -> Task:
     )
 
 
-def _check_search(source: str, spec: TaskSpec, surface: EditSurface, ws: Any, head: str,
-                  tracked: list[str]) -> None:
+def _check_search(
+    source: str, spec: TaskSpec, surface: EditSurface, ws: Any, head: str, tracked: list[str]
+) -> None:
     search = spec.search
     if not search.config:
         for idea in spec.ideas:

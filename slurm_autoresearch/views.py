@@ -20,13 +20,19 @@ def print_status(doc: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console(width=None if Console().is_terminal else 160)
     run, budget, metric = doc["run"], doc["budget"], doc["metric"]
     started = time.strftime("%Y-%m-%d %H:%M", time.localtime(run["created_at"]))
-    console.print(f"[bold]{run['id']}[/] ({run['task']}): [bold]{run['state']}[/]"
-                  + (f", {run['reason']}" if run["reason"] else ""))
-    console.print(f"started {started}, {budget['wall_seconds']['used'] / 60:.1f} min, "
-                  f"{run['executor']} x{run['parallel']}, {run['planner']} planner, dir {run['dir']}")
+    console.print(
+        f"[bold]{run['id']}[/] ({run['task']}): [bold]{run['state']}[/]"
+        + (f", {run['reason']}" if run["reason"] else "")
+    )
+    console.print(
+        f"started {started}, {budget['wall_seconds']['used'] / 60:.1f} min, "
+        f"{run['executor']} x{run['parallel']}, {run['planner']} planner, dir {run['dir']}"
+    )
     trials_budget = budget["trials"]
-    line = (f"trials {trials_budget['used']}/{trials_budget['limit']}, "
-            f"GPU-hours {budget['gpu_seconds']['used'] / 3600:.2f}; {metric['name']} ({metric['goal']})")
+    line = (
+        f"trials {trials_budget['used']}/{trials_budget['limit']}, "
+        f"GPU-hours {budget['gpu_seconds']['used'] / 3600:.2f}; {metric['name']} ({metric['goal']})"
+    )
     if doc["baseline"] and doc["baseline"]["metric"] is not None:
         line += f": baseline {_num(doc['baseline']['metric'])}"
     if doc["incumbent"]:
@@ -35,9 +41,20 @@ def print_status(doc: dict[str, Any], console: Console | None = None) -> None:
     console.print(line)
     table = Table(show_edge=False, header_style="bold")
     for col in ("trial", "parent", "state", "decision", metric["name"], "elapsed", "job", "title"):
-        table.add_column(col, no_wrap=True, overflow="ellipsis", justify="right" if col == "elapsed" else "left")
+        table.add_column(
+            col, no_wrap=True, overflow="ellipsis", justify="right" if col == "elapsed" else "left"
+        )
     for t in doc["trials"]:
         style = _STYLE.get(t["decision"] or "", "")
-        table.add_row(t["id"], t["parent_trial"] or "-", t["state"], t["decision"] or "", _num(t["metric"]),
-                      _num(t["elapsed"], ".1f"), t["job_id"] or "", t["title"], style=style)
+        table.add_row(
+            t["id"],
+            t["parent_trial"] or "-",
+            t["state"],
+            t["decision"] or "",
+            _num(t["metric"]),
+            _num(t["elapsed"], ".1f"),
+            t["job_id"] or "",
+            t["title"],
+            style=style,
+        )
     console.print(table)

@@ -50,7 +50,7 @@ print(f"score: {value}")
 
 CONFIG = "x = 0.5  # the x knob\ny = 2.0\n"
 
-TASK = '''\
+TASK = """\
 [task]
 name = "toy"
 description = "Maximize a quadratic."
@@ -80,7 +80,7 @@ startup_trials = 3
 [search.space]
 x = {{ low = -5.0, high = 5.0 }}
 y = {{ low = -5.0, high = 5.0 }}
-'''
+"""
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -108,8 +108,15 @@ def toy_repo(tmp_path: Path) -> Path:
     return repo
 
 
-def write_task(repo: Path, extra: str = "", *, trials: int = 6, parallel: int = 2, name: str = "task.toml",
-               base: str | None = None) -> Path:
+def write_task(
+    repo: Path,
+    extra: str = "",
+    *,
+    trials: int = 6,
+    parallel: int = 2,
+    name: str = "task.toml",
+    base: str | None = None,
+) -> Path:
     """task.toml plus extra TOML appended (ideas, overrides in new tables)."""
     path = repo / name
     path.write_text((base or TASK.format(trials=trials, parallel=parallel)) + textwrap.dedent(extra))

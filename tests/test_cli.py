@@ -41,8 +41,9 @@ def test_every_command_has_help_and_is_in_the_readme() -> None:
 
 
 def test_console_script_runs() -> None:
-    out = subprocess.run([sys.executable, "-m", "slurm_autoresearch.cli", "--help"], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "slurm_autoresearch.cli", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     assert "submit" in out and "status" in out
 
 
@@ -57,8 +58,17 @@ def test_submit_status_show_report_stop(toy_repo: Path) -> None:
     doc = json.loads(output)
     assert doc["schema"] == 1 and doc["run"]["id"] == run_id and doc["run"]["state"] == "finished"
     assert set(doc) == {"schema", "run", "metric", "budget", "incumbent", "baseline", "counts", "trials"}
-    assert set(doc["trials"][0]) >= {"id", "state", "decision", "metric", "parent", "commit", "job_id", "elapsed",
-                                     "title"}
+    assert set(doc["trials"][0]) >= {
+        "id",
+        "state",
+        "decision",
+        "metric",
+        "parent",
+        "commit",
+        "job_id",
+        "elapsed",
+        "title",
+    }
 
     code, output = _invoke(["status", run_id], toy_repo)
     assert code == 0 and run_id in output and "T0003" in output and "baseline" in output

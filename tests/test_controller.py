@@ -67,7 +67,9 @@ def test_full_run_keeps_improvements_and_reports(toy_repo: Path) -> None:
 def test_slots_stay_full_without_waiting_for_a_batch(toy_repo: Path) -> None:
     (toy_repo / "config.toml").write_text("x = 0.5  # the x knob\ny = 2.0\nsleep = 0.0\n")
     commit_all(toy_repo, "sleep knob")
-    path = write_task(toy_repo, '''
+    path = write_task(
+        toy_repo,
+        """
         [[ideas]]
         title = "slow"
         config = { sleep = 3.0 }
@@ -80,8 +82,10 @@ def test_slots_stay_full_without_waiting_for_a_batch(toy_repo: Path) -> None:
         [[ideas]]
         title = "fast 3"
         config = { x = 2.5 }
-    ''', trials=5)
-    rundir, ledger, _ = _run(path)
+    """,
+        trials=5,
+    )
+    _, ledger, _ = _run(path)
     by_title = {t.title: t for t in ledger.trials()}
     slow = by_title["slow"]
     # While "slow" held one slot, the other slot went through several trials one after another.
@@ -95,7 +99,9 @@ def test_hostile_backlog_is_rejected_and_recorded(toy_repo: Path, tmp_path: Path
     outside.mkdir()
     os.symlink(outside, toy_repo / "src")
     commit_all(toy_repo, "symlinked src")
-    path = write_task(toy_repo, f'''
+    path = write_task(
+        toy_repo,
+        f'''
         [[ideas]]
         title = "frozen"
         edits = [{{ path = "evaluate.py", search = "import json", replace = "import json  # x" }}]
@@ -111,7 +117,10 @@ def test_hostile_backlog_is_rejected_and_recorded(toy_repo: Path, tmp_path: Path
         [[ideas]]
         title = "git config"
         edits = [{{ path = ".git/config", search = "", replace = "[core]" }}]
-    ''', trials=6, parallel=1)
+    ''',
+        trials=6,
+        parallel=1,
+    )
     path.write_text(path.read_text().replace("trials = 6", "trials = 6\ncrash_limit = 10"))
     before = repo_state(toy_repo)
     rundir, ledger, _ = _run(path)
@@ -131,7 +140,9 @@ def test_hostile_backlog_is_rejected_and_recorded(toy_repo: Path, tmp_path: Path
 def test_crashing_and_tampering_trials_are_data(toy_repo: Path) -> None:
     (toy_repo / "config.toml").write_text("x = 0.5  # the x knob\ny = 2.0\ncrash = false\nnan = false\n")
     commit_all(toy_repo, "knobs")
-    path = write_task(toy_repo, '''
+    path = write_task(
+        toy_repo,
+        """
         [[ideas]]
         title = "crash"
         config = { crash = true }
@@ -140,8 +151,14 @@ def test_crashing_and_tampering_trials_are_data(toy_repo: Path) -> None:
         config = { nan = true }
         [[ideas]]
         title = "tamper"
-        edits = [{ path = "train.py", search = "import math", replace = "import math\\nopen('evaluate.py', 'a').write('#')" }]
-    ''', trials=4, parallel=1)
+        [[ideas.edits]]
+        path = "train.py"
+        search = "import math"
+        replace = "import math\\nopen('evaluate.py', 'a').write('#')"
+    """,
+        trials=4,
+        parallel=1,
+    )
     _, ledger, _ = _run(path)
     trials = {t.title: t for t in ledger.trials()}
     assert trials["crash"].decision is Decision.CRASH
@@ -152,10 +169,13 @@ def test_crashing_and_tampering_trials_are_data(toy_repo: Path) -> None:
     ledger.close()
 
 
-@pytest.mark.parametrize(("config", "expected"), [
-    ("x = 0.5\ny = 2.0\ncrash = true\n", "RuntimeError: boom from train.py"),
-    ("x = 0.5\ny = 2.0\nnan = true\n", "no finite metric 'score'"),
-])
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ("x = 0.5\ny = 2.0\ncrash = true\n", "RuntimeError: boom from train.py"),
+        ("x = 0.5\ny = 2.0\nnan = true\n", "no finite metric 'score'"),
+    ],
+)
 def test_broken_baseline_stops_the_run_naming_the_log(toy_repo: Path, config: str, expected: str) -> None:
     (toy_repo / "config.toml").write_text(config)
     commit_all(toy_repo, "broken")
@@ -174,13 +194,16 @@ def test_broken_baseline_stops_the_run_naming_the_log(toy_repo: Path, config: st
 def test_stop_cancel_ends_the_run_and_records_cancelled_trials(toy_repo: Path) -> None:
     (toy_repo / "config.toml").write_text("x = 0.5\ny = 2.0\nsleep = 0.0\n")
     commit_all(toy_repo, "sleep knob")
-    path = write_task(toy_repo, '[[ideas]]\ntitle = "slow"\nconfig = { sleep = 60.0 }\n', trials=10, parallel=1)
+    path = write_task(
+        toy_repo, '[[ideas]]\ntitle = "slow"\nconfig = { sleep = 60.0 }\n', trials=10, parallel=1
+    )
     task = load_task(path)
     calls = {"n": 0}
     controller = None
 
     def sleep(seconds: float) -> None:
         import time
+
         calls["n"] += 1
         assert controller is not None
         trial = controller.ledger.trial("T0002")
@@ -200,11 +223,18 @@ def test_stop_cancel_ends_the_run_and_records_cancelled_trials(toy_repo: Path) -
 
 
 def test_crash_limit_stops_a_hopeless_run(toy_repo: Path) -> None:
-    path = write_task(toy_repo, "".join(
-        f'[[ideas]]\ntitle = "bad {i}"\nedits = [{{ path = "evaluate.py", search = "json", replace = "x" }}]\n'
-        for i in range(5)), trials=10, parallel=1)
+    path = write_task(
+        toy_repo,
+        "".join(
+            f'[[ideas]]\ntitle = "bad {i}"\n'
+            '[[ideas.edits]]\npath = "evaluate.py"\nsearch = "json"\nreplace = "x"\n'
+            for i in range(5)
+        ),
+        trials=10,
+        parallel=1,
+    )
     path.write_text(path.read_text().replace("trials = 10", "trials = 10\ncrash_limit = 3"))
-    rundir, ledger, _ = _run(path)
+    _, ledger, _ = _run(path)
     assert len(ledger.trials()) == 4  # baseline + 3 rejections
     assert ledger.meta()["state"] == "stopped"
     assert "3 trials in a row" in ledger.meta()["end_reason"]
@@ -213,6 +243,6 @@ def test_crash_limit_stops_a_hopeless_run(toy_repo: Path) -> None:
 
 def test_injected_executor_is_used(toy_repo: Path) -> None:
     executor = LocalExecutor(capacity=1)
-    rundir, ledger, _ = _run(write_task(toy_repo, trials=2, parallel=2), executor=executor)
+    _, ledger, _ = _run(write_task(toy_repo, trials=2, parallel=2), executor=executor)
     assert ledger.meta()["parallel"] == 1 and ledger.meta()["executor"] == "local"
     ledger.close()

@@ -18,8 +18,10 @@ EXECUTORS: dict[str, Factory] = {
     "local": lambda capacity, gpus, ids: LocalExecutor(capacity=capacity, gpus_per_job=gpus, gpu_ids=ids),
 }
 
-EVAL = "python -c \"import json,os; json.dump({'score': float(open('out.txt').read())}, " \
-       "open(os.environ['ARA_METRICS_PATH'],'w'))\""
+EVAL = (
+    "python -c \"import json,os; json.dump({'score': float(open('out.txt').read())}, "
+    "open(os.environ['ARA_METRICS_PATH'],'w'))\""
+)
 
 
 @pytest.fixture(params=sorted(EXECUTORS))
@@ -27,17 +29,39 @@ def make_executor(request: pytest.FixtureRequest) -> Factory:
     return EXECUTORS[request.param]
 
 
-def _spec(tmp_path: Path, tid: str, command: str, *, eval_cmd: str | None = EVAL, limit: float = 60,
-          gpus: int = 0, frozen: dict[str, str] | None = None, files: dict[str, str] | None = None) -> JobSpec:
+def _spec(
+    tmp_path: Path,
+    tid: str,
+    command: str,
+    *,
+    eval_cmd: str | None = EVAL,
+    limit: float = 60,
+    gpus: int = 0,
+    frozen: dict[str, str] | None = None,
+    files: dict[str, str] | None = None,
+) -> JobSpec:
     wt = tmp_path / "wt" / tid
     wt.mkdir(parents=True)
     for name, text in (files or {}).items():
         (wt / name).write_text(text)
     tdir = tmp_path / "trials" / tid
     tdir.mkdir(parents=True)
-    spec = JobSpec(trial_id=tid, run_id="run1", run_dir=str(tmp_path), trial_dir=str(tdir), worktree=str(wt),
-                   workdir=".", command=command, eval=eval_cmd, metric="score", steps=7, time_limit_s=limit,
-                   gpus=gpus, frozen=frozen or {}, project="toy")
+    spec = JobSpec(
+        trial_id=tid,
+        run_id="run1",
+        run_dir=str(tmp_path),
+        trial_dir=str(tdir),
+        worktree=str(wt),
+        workdir=".",
+        command=command,
+        eval=eval_cmd,
+        metric="score",
+        steps=7,
+        time_limit_s=limit,
+        gpus=gpus,
+        frozen=frozen or {},
+        project="toy",
+    )
     (tdir / "job.json").write_text(json.dumps(spec.to_dict()))
     return spec
 
@@ -62,11 +86,12 @@ def _outcome(updates: list[JobUpdate]) -> Outcome:
     return finished[0].outcome
 
 
-def test_completed_job_reports_metric_and_environment(make_executor: Factory, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_completed_job_reports_metric_and_environment(
+    make_executor: Factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-secret")
     monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://127.0.0.1:1")
-    command = ("env | sort > env.txt; echo 2.5 > out.txt; echo step 7 loss 0.1")
+    command = "env | sort > env.txt; echo 2.5 > out.txt; echo step 7 loss 0.1"
     ex = make_executor(1, 0, [])
     spec = _spec(tmp_path, "T0001", command)
     ids = ex.submit([spec])
@@ -75,8 +100,11 @@ def test_completed_job_reports_metric_and_environment(make_executor: Factory, tm
     assert outcome.state is JobState.COMPLETED
     assert outcome.metric == 2.5
     assert outcome.elapsed > 0
-    env = dict(line.split("=", 1) for line in (Path(spec.worktree) / "env.txt").read_text().splitlines()
-               if "=" in line)
+    env = dict(
+        line.split("=", 1)
+        for line in (Path(spec.worktree) / "env.txt").read_text().splitlines()
+        if "=" in line
+    )
     assert not [k for k in env if k.startswith("ANTHROPIC_")]
     assert env["ARA_TRIAL_ID"] == "T0001"
     assert env["ARA_STEPS"] == "7"
@@ -94,15 +122,19 @@ def test_completed_job_reports_metric_and_environment(make_executor: Factory, tm
 def test_at_most_capacity_jobs_at_once(make_executor: Factory, tmp_path: Path) -> None:
     stamps = tmp_path / "stamps"
     stamps.mkdir()
-    command = (f"python -c \"import time; print(time.time())\" > {stamps}/$ARA_TRIAL_ID.start; sleep 0.6; "
-               f"python -c \"import time; print(time.time())\" > {stamps}/$ARA_TRIAL_ID.end; echo 1 > out.txt")
+    command = (
+        f'python -c "import time; print(time.time())" > {stamps}/$ARA_TRIAL_ID.start; sleep 0.6; '
+        f'python -c "import time; print(time.time())" > {stamps}/$ARA_TRIAL_ID.end; echo 1 > out.txt'
+    )
     ex = make_executor(2, 0, [])
     ex.submit([_spec(tmp_path, f"T000{i}", command) for i in range(1, 6)])
     assert ex.live() == 5
     seen = _drain(ex)
     assert all(_outcome(seen[f"T000{i}"]).state is JobState.COMPLETED for i in range(1, 6))
-    spans = [(float((stamps / f"T000{i}.start").read_text()), float((stamps / f"T000{i}.end").read_text()))
-             for i in range(1, 6)]
+    spans = [
+        (float((stamps / f"T000{i}.start").read_text()), float((stamps / f"T000{i}.end").read_text()))
+        for i in range(1, 6)
+    ]
     for start, _ in spans:
         overlapping = sum(1 for s, e in spans if s <= start < e)
         assert overlapping <= 2
@@ -165,8 +197,14 @@ def test_frozen_file_changed_during_the_job(make_executor: Factory, tmp_path: Pa
     original = "print('---'); print('score: 1')\n"
     frozen = {"evaluate.py": hashlib.sha256(original.encode()).hexdigest()}
     ex = make_executor(1, 0, [])
-    spec = _spec(tmp_path, "T0001", "echo \"print('---'); print('score: 99')\" > evaluate.py",
-                 eval_cmd="python evaluate.py", frozen=frozen, files={"evaluate.py": original})
+    spec = _spec(
+        tmp_path,
+        "T0001",
+        "echo \"print('---'); print('score: 99')\" > evaluate.py",
+        eval_cmd="python evaluate.py",
+        frozen=frozen,
+        files={"evaluate.py": original},
+    )
     ex.submit([spec])
     outcome = _outcome(_drain(ex)["T0001"])
     assert outcome.state is JobState.FAILED
@@ -178,8 +216,11 @@ def test_frozen_file_changed_during_the_job(make_executor: Factory, tmp_path: Pa
 
 def test_metric_comes_from_the_evaluation_not_the_training(make_executor: Factory, tmp_path: Path) -> None:
     # Training writes a flattering metrics file and block; the frozen evaluation has the last word.
-    command = ("python -c \"import json,os; json.dump({'score': 1000.0}, open(os.environ['ARA_METRICS_PATH'],'w'))\";"
-               " echo ---; echo 'score: 1000'")
+    command = (
+        "python -c \"import json,os; "
+        "json.dump({'score': 1000.0}, open(os.environ['ARA_METRICS_PATH'],'w'))\";"
+        " echo ---; echo 'score: 1000'"
+    )
     ex = make_executor(1, 0, [])
     ex.submit([_spec(tmp_path, "T0001", command, eval_cmd="echo ---; echo 'score: 0.25'")])
     outcome = _outcome(_drain(ex)["T0001"])

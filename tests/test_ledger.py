@@ -32,17 +32,44 @@ def test_trials_round_trip_and_results_tsv(tmp_path: Path) -> None:
     t1 = ledger.add_trial(Hypothesis.baseline(), parent="a" * 40, parent_trial=None, now=1.0)
     t2 = ledger.add_trial(h, parent="a" * 40, parent_trial="T0001", now=2.0)
     assert (t1.id, t2.id) == ("T0001", "T0002")
-    ledger.update(t1, 3.0, event="decided", state=TrialState.DONE, decision=Decision.KEEP, metric=0.5,
-                  commit="a" * 40, elapsed=1.25, memory_gb=0.5, metrics={"score": 0.5})
+    ledger.update(
+        t1,
+        3.0,
+        event="decided",
+        state=TrialState.DONE,
+        decision=Decision.KEEP,
+        metric=0.5,
+        commit="a" * 40,
+        elapsed=1.25,
+        memory_gb=0.5,
+        metrics={"score": 0.5},
+    )
     ledger.update(t2, 4.0, state=TrialState.RUNNING, commit="b" * 40, job_id="pid:1")
     back = ledger.trial("t0002")
     assert back is not None and back.hypothesis == h and back.state is TrialState.RUNNING
     assert ledger.trial("T0001").metrics == {"score": 0.5}  # type: ignore[union-attr]
     ledger.write_results(tmp_path / "results.tsv", "val_f1")
     rows = (tmp_path / "results.tsv").read_text().splitlines()
-    assert rows[0].split("\t") == ["trial", "commit", "parent", "val_f1", "memory_gb", "status", "elapsed_s",
-                                   "description"]
-    assert rows[1].split("\t") == ["T0001", "aaaaaaa", "aaaaaaa", "0.500000", "0.5", "keep", "1.2", "baseline"]
+    assert rows[0].split("\t") == [
+        "trial",
+        "commit",
+        "parent",
+        "val_f1",
+        "memory_gb",
+        "status",
+        "elapsed_s",
+        "description",
+    ]
+    assert rows[1].split("\t") == [
+        "T0001",
+        "aaaaaaa",
+        "aaaaaaa",
+        "0.500000",
+        "0.5",
+        "keep",
+        "1.2",
+        "baseline",
+    ]
     assert len(rows) == 2  # undecided trials are not results yet
     kinds = [e["kind"] for e in ledger.events()]
     assert kinds == ["planned", "planned", "decided"]

@@ -33,8 +33,16 @@ def _ctx(repo: Path, trials: list[Trial], extra: str = IDEAS) -> tuple[OfflinePl
 
 
 def _done(seq: int, h: Hypothesis, metric: float | None, decision: Decision) -> Trial:
-    return Trial(id=f"T{seq:04d}", seq=seq, title=h.title, source=h.source, hypothesis=h, state=TrialState.DONE,
-                 decision=decision, metric=metric)
+    return Trial(
+        id=f"T{seq:04d}",
+        seq=seq,
+        title=h.title,
+        source=h.source,
+        hypothesis=h,
+        state=TrialState.DONE,
+        decision=decision,
+        metric=metric,
+    )
 
 
 def test_backlog_comes_first_in_order_then_search(toy_repo: Path) -> None:
@@ -79,15 +87,20 @@ def test_history_steers_the_sampler(toy_repo: Path) -> None:
     same = planner.propose(with_history, 3)
     assert [h.params for h in again] == [h.params for h in same]  # deterministic for a given ledger
     assert not {tuple(sorted(h.params.items())) for h in again} & {  # type: ignore[union-attr]
-        tuple(sorted(t.hypothesis.params.items())) for t in history}  # type: ignore[union-attr]
+        tuple(sorted(t.hypothesis.params.items())) for t in history
+    }  # type: ignore[union-attr]
 
 
 def test_integer_and_categorical_spaces(toy_repo: Path) -> None:
-    base = (toy_repo / "task.toml").read_text().replace(
-        'y = { low = -5.0, high = 5.0 }', 'y = { choices = [1, 2, 4] }').replace(
-        'x = { low = -5.0, high = 5.0 }', 'x = { low = 1, high = 9, step = 2 }')
+    base = (
+        (toy_repo / "task.toml")
+        .read_text()
+        .replace("y = { low = -5.0, high = 5.0 }", "y = { choices = [1, 2, 4] }")
+        .replace("x = { low = -5.0, high = 5.0 }", "x = { low = 1, high = 9, step = 2 }")
+    )
     (toy_repo / "config.toml").write_text("x = 1\ny = 2\n")
     from .conftest import commit_all
+
     commit_all(toy_repo, "ints")
     task = load_task(write_task(toy_repo, base=base))
     planner = OfflinePlanner(task.spec)

@@ -23,9 +23,23 @@ def test_metrics_json_wins_over_the_block(tmp_path: Path) -> None:
 
 
 def test_trial_env_strips_secrets_even_from_the_task(tmp_path: Path) -> None:
-    spec = JobSpec(trial_id="T0003", run_id="r", run_dir="/runs/r", trial_dir=str(tmp_path), worktree="/w",
-                   workdir=".", command="true", eval=None, metric="m", steps=11, time_limit_s=5, gpus=0,
-                   frozen={}, project="p", env={"ANTHROPIC_API_KEY": "x", "ARA_STEPS": "999", "FOO": "1"})
+    spec = JobSpec(
+        trial_id="T0003",
+        run_id="r",
+        run_dir="/runs/r",
+        trial_dir=str(tmp_path),
+        worktree="/w",
+        workdir=".",
+        command="true",
+        eval=None,
+        metric="m",
+        steps=11,
+        time_limit_s=5,
+        gpus=0,
+        frozen={},
+        project="p",
+        env={"ANTHROPIC_API_KEY": "x", "ARA_STEPS": "999", "FOO": "1"},
+    )
     env = trial_env(spec, {"ANTHROPIC_AUTH_TOKEN": "t", "PATH": "/bin", "ARA_TRIAL_ID": "stale"})
     assert not [k for k in env if k.startswith("ANTHROPIC_")]
     assert env["ARA_STEPS"] == "11" and env["ARA_TRIAL_ID"] == "T0003" and env["FOO"] == "1"
@@ -34,7 +48,7 @@ def test_trial_env_strips_secrets_even_from_the_task(tmp_path: Path) -> None:
 def test_rules_name_what_went_wrong(tmp_path: Path) -> None:
     assert diagnose("step 10 loss nan\n") == "loss is NaN or inf"
     assert diagnose("RuntimeError: CUDA out of memory. Tried to allocate") == "out of memory"
-    tb = 'Traceback (most recent call last):\n  File "x.py", line 1\nKeyError: \'lr\'\n'
+    tb = "Traceback (most recent call last):\n  File \"x.py\", line 1\nKeyError: 'lr'\n"
     assert diagnose(tb) == "traceback: KeyError: 'lr'"
     assert diagnose("all good\n") is None
     log = tmp_path / "log"

@@ -22,28 +22,56 @@ def _replace(old: str, new: str) -> str:
 
 BROKEN = {
     "missing key": (_replace('command = "python train.py"\n', ""), "missing key 'command' in [task]"),
-    "unknown key": (_replace("trials = 6", "trails = 6"), "unknown key 'trails' in [budget]; valid keys: steps"),
-    "unknown section": (_replace("[run]", "[runn]"), "unknown key 'runn' in top level; valid keys: task, metric"),
-    "wrong type": (_replace("trials = 6", 'trials = "6"'), "[budget] trials: found '6', expected a valid integer"),
+    "unknown key": (
+        _replace("trials = 6", "trails = 6"),
+        "unknown key 'trails' in [budget]; valid keys: steps",
+    ),
+    "unknown section": (
+        _replace("[run]", "[runn]"),
+        "unknown key 'runn' in top level; valid keys: task, metric",
+    ),
+    "wrong type": (
+        _replace("trials = 6", 'trials = "6"'),
+        "[budget] trials: found '6', expected a valid integer",
+    ),
     "bool for int": (_replace("parallel = 2", "parallel = true"), "[run] parallel: found True"),
-    "goal": (_replace('goal = "max"', 'goal = "maximize"'), "[metric] goal: found 'maximize', expected 'min' or 'max'"),
-    "negative budget": (_replace("trials = 6", "trials = -3"), "[budget] trials: found -3, expected greater than 0"),
-    "negative steps": (_replace("steps = 5", "steps = 0"), "[budget] steps: found 0, expected greater than 0"),
+    "goal": (
+        _replace('goal = "max"', 'goal = "maximize"'),
+        "[metric] goal: found 'maximize', expected 'min' or 'max'",
+    ),
+    "negative budget": (
+        _replace("trials = 6", "trials = -3"),
+        "[budget] trials: found -3, expected greater than 0",
+    ),
+    "negative steps": (
+        _replace("steps = 5", "steps = 0"),
+        "[budget] steps: found 0, expected greater than 0",
+    ),
     "bad glob": (_replace('"src/**"', '"src/[oops"'), "[surface]: glob 'src/[oops': unclosed '['"),
     "glob escapes": (_replace('"src/**"', '"../*.py"'), "climbs out with '..'"),
-    "frozen file missing": (_replace('freeze = ["evaluate.py"]', 'freeze = ["eval.py"]'),
-                            "[surface] freeze: 'eval.py' matches no committed file"),
-    "command not found": (_replace('command = "python train.py"', 'command = "trian-ara-nope --fast"'),
-                          "[task] command: command not found: 'trian-ara-nope'"),
-    "eval not found": (_replace('eval = "python evaluate.py"', 'eval = "./nope.sh"'),
-                       "[task] eval: command not found: './nope.sh'"),
+    "frozen file missing": (
+        _replace('freeze = ["evaluate.py"]', 'freeze = ["eval.py"]'),
+        "[surface] freeze: 'eval.py' matches no committed file",
+    ),
+    "command not found": (
+        _replace('command = "python train.py"', 'command = "trian-ara-nope --fast"'),
+        "[task] command: command not found: 'trian-ara-nope'",
+    ),
+    "eval not found": (
+        _replace('eval = "python evaluate.py"', 'eval = "./nope.sh"'),
+        "[task] eval: command not found: './nope.sh'",
+    ),
     "space key not in config": (_replace("y = {", "z = {"), "[search.space] 'z' is not a key of config.toml"),
-    "bad range": (_replace("x = { low = -5.0, high = 5.0 }", "x = { low = 5.0, high = -5.0 }"),
-                  "'low' (5.0) must be below 'high' (-5.0)"),
+    "bad range": (
+        _replace("x = { low = -5.0, high = 5.0 }", "x = { low = 5.0, high = -5.0 }"),
+        "'low' (5.0) must be below 'high' (-5.0)",
+    ),
     "not toml": ("[task\nname=", "not valid TOML"),
     "bad metric type": (_replace('name = "score"', "name = 3"), "[metric] name: found 3"),
-    "idea without change": (TASK.format(trials=6, parallel=2) + '[[ideas]]\ntitle = "x"\n',
-                            "[ideas #1]: an idea needs 'config' values or 'edits'"),
+    "idea without change": (
+        TASK.format(trials=6, parallel=2) + '[[ideas]]\ntitle = "x"\n',
+        "[ideas #1]: an idea needs 'config' values or 'edits'",
+    ),
 }
 
 
@@ -92,7 +120,9 @@ def test_repo_not_a_git_repo(tmp_path: Path) -> None:
 
 def test_explicit_repo_not_a_git_repo(toy_repo: Path, tmp_path: Path) -> None:
     (tmp_path / "notgit").mkdir()
-    path = write_task(toy_repo, base=_replace('name = "toy"', f'name = "toy"\nrepo = "{tmp_path / "notgit"}"'))
+    path = write_task(
+        toy_repo, base=_replace('name = "toy"', f'name = "toy"\nrepo = "{tmp_path / "notgit"}"')
+    )
     code, output = _invoke(["submit", str(path)], toy_repo)
     assert code == 2
     assert "[task] repo:" in output and "is not a git repository" in output

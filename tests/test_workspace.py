@@ -15,8 +15,12 @@ from slurm_autoresearch.workspace import Workspace
 from .conftest import commit_all, git, repo_state
 
 
-def _ws(repo: Path, tmp_path: Path, allow: tuple[str, ...] = ("*.py", "config.toml", "src/**", "link/**"),
-        max_bytes: int = 4096) -> Workspace:
+def _ws(
+    repo: Path,
+    tmp_path: Path,
+    allow: tuple[str, ...] = ("*.py", "config.toml", "src/**", "link/**"),
+    max_bytes: int = 4096,
+) -> Workspace:
     surface = EditSurface.parse(allow, ["evaluate.py"])
     return Workspace(repo, ".", "run1", tmp_path / "wt", surface, max_bytes)
 
@@ -66,7 +70,9 @@ def test_new_file_with_empty_search(toy_repo: Path, tmp_path: Path) -> None:
         (Edit("src/big.py", "", "#" * 5000), "exceed the 4096 byte limit"),
     ],
 )
-def test_bad_edits_are_rejected_with_the_reason(toy_repo: Path, tmp_path: Path, edit: Edit, reason: str) -> None:
+def test_bad_edits_are_rejected_with_the_reason(
+    toy_repo: Path, tmp_path: Path, edit: Edit, reason: str
+) -> None:
     before = repo_state(toy_repo)
     ws = _ws(toy_repo, tmp_path)
     with pytest.raises(EditError, match=reason.replace("(", r"\(").replace(")", r"\)")):
@@ -87,8 +93,11 @@ def test_symlinks_are_never_followed(toy_repo: Path, tmp_path: Path) -> None:
     os.symlink(outside, toy_repo / "link")
     commit_all(toy_repo, "links")
     ws = _ws(toy_repo, tmp_path)
-    for edit in (Edit("alias.py", "SAFE = True", "SAFE = False"), Edit("link/victim.py", "SAFE = True", "X"),
-                 Edit("link/new.py", "", "X = 1\n")):
+    for edit in (
+        Edit("alias.py", "SAFE = True", "SAFE = False"),
+        Edit("link/victim.py", "SAFE = True", "X"),
+        Edit("link/new.py", "", "X = 1\n"),
+    ):
         with pytest.raises(EditError, match="symlink"):
             ws.materialize("T0002", ws.head(), [edit], "via link")
     assert (outside / "victim.py").read_text() == "SAFE = True\n"

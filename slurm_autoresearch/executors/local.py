@@ -79,7 +79,10 @@ class LocalExecutor:
             with (trial_dir / "runner.log").open("ab") as err:
                 proc = subprocess.Popen(
                     [self.python, "-m", "slurm_autoresearch.executors.runner", str(trial_dir)],
-                    env=env, stdout=err, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    env=env,
+                    stdout=err,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
                     start_new_session=True,
                 )
             self._running[spec.trial_id] = _Job(spec, proc, gpus, time.monotonic())
@@ -111,8 +114,9 @@ class LocalExecutor:
         else:
             state = JobState.LOST
             reason = f"runner exited with code {code} without writing {OUTCOME_FILE}; see runner.log"
-        return Outcome.read(trial_dir / OUTCOME_FILE, missing_state=state, missing_reason=reason,
-                            log_tail=log_tail)
+        return Outcome.read(
+            trial_dir / OUTCOME_FILE, missing_state=state, missing_reason=reason, log_tail=log_tail
+        )
 
     def cancel(self, trial_id: str) -> None:
         for spec in list(self._queue):

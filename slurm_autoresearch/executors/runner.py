@@ -39,8 +39,9 @@ def trial_env(spec: JobSpec, base: Mapping[str, str]) -> dict[str, str]:
     """The job's environment: never any ANTHROPIC_* secret, since model-written code runs here."""
     env = {k: v for k, v in base.items() if not k.startswith(("ANTHROPIC_", "ARA_"))}
     trial_dir = Path(spec.trial_dir)
-    env.update(wandb_env(project=spec.project, run_id=spec.run_id, trial_id=spec.trial_id,
-                         trial_dir=trial_dir))
+    env.update(
+        wandb_env(project=spec.project, run_id=spec.run_id, trial_id=spec.trial_id, trial_dir=trial_dir)
+    )
     env.update({k: v for k, v in spec.env.items() if not k.startswith(("ANTHROPIC_", "ARA_"))})
     env.update(
         ARA_TRIAL_ID=spec.trial_id,
@@ -104,8 +105,15 @@ class Runner:
     def _run(self, command: str, deadline: float) -> tuple[int | None, JobState | None]:
         with self.log.open("ab") as fh:
             self.child = subprocess.Popen(
-                command, shell=True, executable=self.shell, cwd=self.spec.cwd, env=self.env,
-                stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                command,
+                shell=True,
+                executable=self.shell,
+                cwd=self.spec.cwd,
+                env=self.env,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         child = self.child
         while True:
@@ -136,8 +144,13 @@ class Runner:
         self.metrics_path.unlink(missing_ok=True)
         self._note(f"trial {self.spec.trial_id} in {self.spec.cwd}")
 
-        def finish(state: JobState, reason: str = "", exit_code: int | None = None,
-                   metrics: dict[str, float] | None = None, frozen: list[str] | None = None) -> Outcome:
+        def finish(
+            state: JobState,
+            reason: str = "",
+            exit_code: int | None = None,
+            metrics: dict[str, float] | None = None,
+            frozen: list[str] | None = None,
+        ) -> Outcome:
             elapsed = time.monotonic() - started
             maxrss_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
             log_tail = tail(self.log)
@@ -155,9 +168,15 @@ class Runner:
                 state = JobState.OOM
             self._note(f"{state.value}" + (f": {reason}" if reason else ""))
             outcome = Outcome(
-                state=state, exit_code=exit_code, metric=metric, metrics=metrics or {},
-                elapsed=round(elapsed, 3), gpu_seconds=round(elapsed * self.spec.gpus, 3),
-                memory_gb=round(maxrss_kib / 2**20, 3), reason=reason, log_tail=tail(self.log),
+                state=state,
+                exit_code=exit_code,
+                metric=metric,
+                metrics=metrics or {},
+                elapsed=round(elapsed, 3),
+                gpu_seconds=round(elapsed * self.spec.gpus, 3),
+                memory_gb=round(maxrss_kib / 2**20, 3),
+                reason=reason,
+                log_tail=tail(self.log),
                 frozen_changed=frozen or [],
             )
             write_json(self.trial_dir / OUTCOME_FILE, outcome.to_dict())
@@ -168,8 +187,9 @@ class Runner:
             return finish(JobState.FAILED, f"worktree {root} is missing")
         changed = frozen_changes(root, self.spec.frozen)
         if changed:
-            return finish(JobState.FAILED, f"frozen files differ before the job: {', '.join(changed)}",
-                          frozen=changed)
+            return finish(
+                JobState.FAILED, f"frozen files differ before the job: {', '.join(changed)}", frozen=changed
+            )
         self._note(f"$ {self.spec.command}  (ARA_STEPS={self.spec.steps})")
         code, stop = self._run(self.spec.command, deadline)
         if stop:
@@ -177,8 +197,12 @@ class Runner:
             return finish(stop, f"command {why}")
         changed = frozen_changes(root, self.spec.frozen)
         if changed:
-            return finish(JobState.FAILED, f"frozen files changed during the job: {', '.join(changed)}",
-                          exit_code=code, frozen=changed)
+            return finish(
+                JobState.FAILED,
+                f"frozen files changed during the job: {', '.join(changed)}",
+                exit_code=code,
+                frozen=changed,
+            )
         if code != 0:
             return finish(JobState.FAILED, _exit_reason(code, tail(self.log)), exit_code=code)
         output_from = self.log.stat().st_size
@@ -189,13 +213,21 @@ class Runner:
             output_from = self.log.stat().st_size
             code, stop = self._run(self.spec.eval, deadline)
             if stop:
-                return finish(stop, "evaluation " + ("cancelled" if stop is JobState.CANCELLED else "timed out"))
+                return finish(
+                    stop, "evaluation " + ("cancelled" if stop is JobState.CANCELLED else "timed out")
+                )
             changed = frozen_changes(root, self.spec.frozen)
             if changed:
-                return finish(JobState.FAILED, f"frozen files changed during evaluation: {', '.join(changed)}",
-                              exit_code=code, frozen=changed)
+                return finish(
+                    JobState.FAILED,
+                    f"frozen files changed during evaluation: {', '.join(changed)}",
+                    exit_code=code,
+                    frozen=changed,
+                )
             if code != 0:
-                return finish(JobState.FAILED, "evaluation " + _exit_reason(code, tail(self.log)), exit_code=code)
+                return finish(
+                    JobState.FAILED, "evaluation " + _exit_reason(code, tail(self.log)), exit_code=code
+                )
             output = _read_from(self.log, output_from)
         else:
             output = _read_from(self.log, 0)

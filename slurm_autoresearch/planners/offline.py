@@ -88,18 +88,30 @@ class OfflinePlanner:
         if idea.config:
             parsed = self._config(ctx.files)
             if parsed is None:
-                return Hypothesis(idea.title, idea.rationale, source="idea",
-                                  invalid=f"config file {self.spec.search.config} is not readable at the incumbent")
+                return Hypothesis(
+                    idea.title,
+                    idea.rationale,
+                    source="idea",
+                    invalid=f"config file {self.spec.search.config} is not readable at the incumbent",
+                )
             text, config = parsed
             try:
                 edits = self._config_edits(text, dict(idea.config)) + edits
             except ValueError as exc:
                 return Hypothesis(idea.title, idea.rationale, source="idea", invalid=str(exc))
             if not idea.edits and self.spec.search.space:
-                params = {**self._params(config), **{k: v for k, v in idea.config.items()
-                                                      if k in self.spec.search.space}}
-        return Hypothesis(idea.title, idea.rationale, expected="from the idea backlog", edits=edits,
-                          params=params, source="idea")
+                params = {
+                    **self._params(config),
+                    **{k: v for k, v in idea.config.items() if k in self.spec.search.space},
+                }
+        return Hypothesis(
+            idea.title,
+            idea.rationale,
+            expected="from the idea backlog",
+            edits=edits,
+            params=params,
+            source="idea",
+        )
 
     def _sample(self, ctx: PlanContext, n: int, planned: list[Hypothesis]) -> list[Hypothesis]:
         import optuna  # imported only when sampling: it is slow to import
@@ -133,7 +145,9 @@ class OfflinePlanner:
         for _ in range(n):
             for _attempt in range(_RESAMPLE_TRIES):
                 asked = study.ask(dists)
-                params = {k: _round(v, space[k]) if isinstance(v, float) else v for k, v in asked.params.items()}
+                params = {
+                    k: _round(v, space[k]) if isinstance(v, float) else v for k, v in asked.params.items()
+                }
                 if params not in seen:
                     break
                 study.tell(asked, state=optuna.trial.TrialState.FAIL)
@@ -147,13 +161,17 @@ class OfflinePlanner:
             except ValueError as exc:
                 out.append(Hypothesis(title, source="search", params=params, invalid=str(exc)))
                 continue
-            out.append(Hypothesis(
-                title[:120],
-                rationale=f"TPE sample {len(seen)} over {len(space)} keys of {self.spec.search.config}, "
-                f"told {len(ctx.trials)} earlier trials.",
-                expected=f"{self.spec.metric.name} moves towards {self.spec.metric.goal}",
-                edits=edits, params=params, source="search",
-            ))
+            out.append(
+                Hypothesis(
+                    title[:120],
+                    rationale=f"TPE sample {len(seen)} over {len(space)} keys of {self.spec.search.config}, "
+                    f"told {len(ctx.trials)} earlier trials.",
+                    expected=f"{self.spec.metric.name} moves towards {self.spec.metric.goal}",
+                    edits=edits,
+                    params=params,
+                    source="search",
+                )
+            )
         return out
 
 
@@ -165,21 +183,34 @@ def _distribution(optuna: Any, spec: ParamSpec) -> Any:
     if spec.choices is not None:
         return optuna.distributions.CategoricalDistribution(list(spec.choices))
     if spec.is_int:
-        return optuna.distributions.IntDistribution(int(spec.low), int(spec.high), log=spec.log,  # type: ignore[arg-type]
-                                                    step=int(spec.step or 1))
-    return optuna.distributions.FloatDistribution(float(spec.low), float(spec.high), log=spec.log,  # type: ignore[arg-type]
-                                                  step=spec.step)
+        return optuna.distributions.IntDistribution(
+            int(spec.low),
+            int(spec.high),
+            log=spec.log,  # type: ignore[arg-type]
+            step=int(spec.step or 1),
+        )
+    return optuna.distributions.FloatDistribution(
+        float(spec.low),
+        float(spec.high),
+        log=spec.log,  # type: ignore[arg-type]
+        step=spec.step,
+    )
 
 
 def _tell(optuna: Any, study: Any, trial: Trial, params: dict[str, Any], dists: dict[str, Any]) -> None:
     """Add one ledger trial to the study; values outside the space are skipped, not fatal."""
     TrialState = optuna.trial.TrialState
-    if trial.decision in (Decision.KEEP, Decision.DISCARD) and trial.metric is not None \
-            and math.isfinite(trial.metric):
+    if (
+        trial.decision in (Decision.KEEP, Decision.DISCARD)
+        and trial.metric is not None
+        and math.isfinite(trial.metric)
+    ):
         state, value = TrialState.COMPLETE, trial.metric
     elif trial.decision is None:
         state, value = TrialState.RUNNING, None  # pending: constant_liar keeps TPE away from it
     else:
         state, value = TrialState.FAIL, None
     with contextlib.suppress(ValueError):
-        study.add_trial(optuna.trial.create_trial(state=state, value=value, params=params, distributions=dists))
+        study.add_trial(
+            optuna.trial.create_trial(state=state, value=value, params=params, distributions=dists)
+        )
