@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -74,11 +75,19 @@ def submit(task_file: Path, check: bool) -> None:
             f"{task.planner} planner"
         )
         return
+    # A login node's kill (SIGTERM, or SIGHUP when the terminal goes) ends the run like Ctrl-C:
+    # running local jobs are cancelled and recorded instead of being orphaned.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     controller = launch(task, echo=lambda m: click.echo(f"{time.strftime('%H:%M:%S')} {m}"))
     click.echo(f"run id: {controller.rundir.run_id}")
     summary = controller.run()
     if summary.state == "interrupted":
         sys.exit(130)
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 @main.command()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -131,3 +133,50 @@ def test_init_writes_a_task_that_validates(tmp_path: Path) -> None:
 def test_usage_errors_exit_2(args: list[str]) -> None:
     code, _ = _invoke(args, Path.cwd())
     assert code == 2
+
+
+def test_sigterm_cancels_running_jobs_and_records_them(toy_repo: Path) -> None:
+    (toy_repo / "config.toml").write_text("x = 0.5\ny = 2.0\nsleep = 0.0\n")
+    commit_all(toy_repo, "sleep knob")
+    idea = '[[ideas]]\ntitle = "slow"\nconfig = { sleep = 120.0 }\n'
+    path = write_task(toy_repo, idea, trials=5, parallel=1)
+    ara = Path(sys.executable).parent / "ara"
+    proc = subprocess.Popen([str(ara), "submit", str(path)], cwd=toy_repo, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    status: dict = {}
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        out = subprocess.run([str(ara), "status", "--json"], cwd=toy_repo, capture_output=True, text=True)
+        if out.returncode == 0:
+            status = json.loads(out.stdout)
+            if any(t["title"] == "slow" and t["state"] == "running" for t in status["trials"]):
+                break
+        time.sleep(0.2)
+    slow = next(t for t in status["trials"] if t["title"] == "slow")
+    pid = int(slow["job_id"].split(":")[1])
+    time.sleep(0.5)  # let the runner start the training command
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, output
+    doc = json.loads(subprocess.run([str(ara), "status", "--json"], cwd=toy_repo, capture_output=True,
+                                    text=True, check=True).stdout)
+    assert doc["run"]["state"] == "interrupted"
+    slow = next(t for t in doc["trials"] if t["title"] == "slow")
+    assert slow["decision"] == "crash" and slow["job_state"] == "cancelled"
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert not _processes_under(toy_repo / ".ara")
+
+
+def _processes_under(root: Path) -> list[int]:
+    """Pids whose working directory lies under root (the trials' worktrees)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cwd = os.readlink(proc / "cwd")
+            except OSError:
+                continue
+            if cwd.startswith(str(root.resolve())):
+                found.append(int(proc.name))
+    return found
