@@ -210,7 +210,7 @@ def test_frozen_file_changed_during_the_job(make_executor: Factory, tmp_path: Pa
     assert outcome.state is JobState.FAILED
     assert outcome.frozen_changed == ["evaluate.py"]
     assert outcome.metric is None
-    assert "frozen files changed during the job: evaluate.py" in outcome.reason
+    assert "frozen files changed during the command: evaluate.py" in outcome.reason
     ex.close()
 
 

@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ..monitor import diagnose, tail
@@ -32,6 +32,7 @@ LOG_FILE = "train.log"
 OUTCOME_FILE = "outcome.json"
 METRICS_FILE = "metrics.json"
 _KILL_GRACE_S = 5.0
+Finish = Callable[..., Outcome]
 _BLOCK_LINE = re.compile(r"^\s*([A-Za-z_][\w./-]*)\s*:\s*(\S+)\s*$")
 
 
@@ -191,47 +192,38 @@ class Runner:
                 JobState.FAILED, f"frozen files differ before the job: {', '.join(changed)}", frozen=changed
             )
         self._note(f"$ {self.spec.command}  (ARA_STEPS={self.spec.steps})")
-        code, stop = self._run(self.spec.command, deadline)
-        if stop:
-            why = "cancelled" if stop is JobState.CANCELLED else f"over {self.spec.time_limit_s:.0f} s"
-            return finish(stop, f"command {why}")
-        changed = frozen_changes(root, self.spec.frozen)
-        if changed:
-            return finish(
-                JobState.FAILED,
-                f"frozen files changed during the job: {', '.join(changed)}",
-                exit_code=code,
-                frozen=changed,
-            )
-        if code != 0:
-            return finish(JobState.FAILED, _exit_reason(code, tail(self.log)), exit_code=code)
-        output_from = self.log.stat().st_size
+        failed = self._step("command", self.spec.command, deadline, finish)
+        if failed:
+            return failed
+        output_from = 0
         if self.spec.eval:
             # The metric must come from the frozen evaluation, not from whatever training wrote.
             self.metrics_path.unlink(missing_ok=True)
             self._note(f"$ {self.spec.eval}  (frozen evaluation)")
             output_from = self.log.stat().st_size
-            code, stop = self._run(self.spec.eval, deadline)
-            if stop:
-                return finish(
-                    stop, "evaluation " + ("cancelled" if stop is JobState.CANCELLED else "timed out")
-                )
-            changed = frozen_changes(root, self.spec.frozen)
-            if changed:
-                return finish(
-                    JobState.FAILED,
-                    f"frozen files changed during evaluation: {', '.join(changed)}",
-                    exit_code=code,
-                    frozen=changed,
-                )
-            if code != 0:
-                return finish(
-                    JobState.FAILED, "evaluation " + _exit_reason(code, tail(self.log)), exit_code=code
-                )
-            output = _read_from(self.log, output_from)
-        else:
-            output = _read_from(self.log, 0)
+            failed = self._step("evaluation", self.spec.eval, deadline, finish)
+            if failed:
+                return failed
+        output = _read_from(self.log, output_from)
         return finish(JobState.COMPLETED, exit_code=0, metrics=read_metrics(self.metrics_path, output))
+
+    def _step(self, what: str, command: str, deadline: float, finish: Finish) -> Outcome | None:
+        """Run one command; the failed outcome when it did not succeed or touched a frozen file."""
+        code, stop = self._run(command, deadline)
+        if stop:
+            why = (
+                "cancelled"
+                if stop is JobState.CANCELLED
+                else f"over the {self.spec.time_limit_s:.0f} s limit"
+            )
+            return finish(stop, f"{what} {why}")
+        changed = frozen_changes(self.spec.cwd, self.spec.frozen)
+        if changed:
+            reason = f"frozen files changed during the {what}: {', '.join(changed)}"
+            return finish(JobState.FAILED, reason, exit_code=code, frozen=changed)
+        if code != 0:
+            return finish(JobState.FAILED, f"{what} {_exit_reason(code, tail(self.log))}", exit_code=code)
+        return None
 
 
 def _read_from(path: Path, offset: int, limit: int = 1 << 20) -> str:
