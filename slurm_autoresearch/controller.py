@@ -89,8 +89,9 @@ class Controller:
         except BaselineError as exc:
             reason = str(exc)
             raise
-        except KeyboardInterrupt:
-            state, reason = "interrupted", "interrupted (Ctrl-C): running jobs cancelled"
+        except KeyboardInterrupt as exc:
+            cause = str(exc) or "Ctrl-C"  # the CLI raises it with the signal's name for SIGTERM/SIGHUP
+            state, reason = "interrupted", f"interrupted ({cause}): running jobs cancelled"
             self._cancel_all(wait_s=15.0)
         finally:
             self._finish(state, reason)
@@ -106,12 +107,13 @@ class Controller:
             raise BaselineError(f"baseline {trial.id} could not be prepared: {trial.reason}")
         self._submit([spec])
         while self.executor.live():
+            self._check_stop_request()
             self._collect()
             if self.executor.live():
                 self.sleep(self.spec.run.poll_seconds)
         done = self.ledger.trial(trial.id)
         assert done is not None
-        if done.decision is not Decision.KEEP:
+        if done.decision is not Decision.KEEP and not self.stopping:
             log = self.rundir.trial_dir(trial.id) / LOG_FILE
             raise BaselineError(
                 f"baseline {trial.id} produced no metric ({done.reason}); see {log} and fix the task "

@@ -246,3 +246,23 @@ def test_injected_executor_is_used(toy_repo: Path) -> None:
     _, ledger, _ = _run(write_task(toy_repo, trials=2, parallel=2), executor=executor)
     assert ledger.meta()["parallel"] == 1 and ledger.meta()["executor"] == "local"
     ledger.close()
+
+
+def test_stop_during_the_baseline_is_a_stop_not_a_failure(toy_repo: Path) -> None:
+    (toy_repo / "config.toml").write_text("x = 0.5\ny = 2.0\nsleep = 60.0\n")
+    commit_all(toy_repo, "slow baseline")
+    task = load_task(write_task(toy_repo, trials=3, parallel=1))
+    controller = None
+
+    def sleep(seconds: float) -> None:
+        import time
+
+        assert controller is not None
+        baseline = controller.ledger.trial("T0001")
+        if baseline is not None and baseline.state.value == "running":
+            controller.rundir.request_stop(cancel=True)
+        time.sleep(min(seconds, 0.05))
+
+    controller = launch(task, echo=lambda _: None, sleep=sleep)
+    summary = controller.run()
+    assert summary.state == "stopped" and summary.trials == 1
