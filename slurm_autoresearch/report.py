@@ -164,7 +164,7 @@ def progress_plot(trials: list[Trial], metric: str, goal: str, path: Path) -> No
     )
     for t in kept:
         ax.annotate(
-            t.title[:28],
+            t.title if len(t.title) <= 30 else t.title[:29] + "…",
             (t.seq, t.metric or 0),
             textcoords="offset points",
             xytext=(4, 6),

@@ -141,8 +141,13 @@ def test_sigterm_cancels_running_jobs_and_records_them(toy_repo: Path) -> None:
     idea = '[[ideas]]\ntitle = "slow"\nconfig = { sleep = 120.0 }\n'
     path = write_task(toy_repo, idea, trials=5, parallel=1)
     ara = Path(sys.executable).parent / "ara"
-    proc = subprocess.Popen([str(ara), "submit", str(path)], cwd=toy_repo, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [str(ara), "submit", str(path)],
+        cwd=toy_repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     status: dict = {}
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -158,8 +163,11 @@ def test_sigterm_cancels_running_jobs_and_records_them(toy_repo: Path) -> None:
     proc.send_signal(signal.SIGTERM)
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, output
-    doc = json.loads(subprocess.run([str(ara), "status", "--json"], cwd=toy_repo, capture_output=True,
-                                    text=True, check=True).stdout)
+    doc = json.loads(
+        subprocess.run(
+            [str(ara), "status", "--json"], cwd=toy_repo, capture_output=True, text=True, check=True
+        ).stdout
+    )
     assert doc["run"]["state"] == "interrupted"
     slow = next(t for t in doc["trials"] if t["title"] == "slow")
     assert slow["decision"] == "crash" and slow["job_state"] == "cancelled"

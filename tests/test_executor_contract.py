@@ -217,7 +217,7 @@ def test_frozen_file_changed_during_the_job(make_executor: Factory, tmp_path: Pa
 def test_metric_comes_from_the_evaluation_not_the_training(make_executor: Factory, tmp_path: Path) -> None:
     # Training writes a flattering metrics file and block; the frozen evaluation has the last word.
     command = (
-        "python -c \"import json,os; "
+        'python -c "import json,os; '
         "json.dump({'score': 1000.0}, open(os.environ['ARA_METRICS_PATH'],'w'))\";"
         " echo ---; echo 'score: 1000'"
     )

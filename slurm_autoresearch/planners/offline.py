@@ -154,8 +154,8 @@ class OfflinePlanner:
             else:
                 return out  # the space is exhausted around what has been tried
             seen.append(params)
-            changed = {k: v for k, v in params.items() if v != incumbent.get(k)}
-            title = "set " + ", ".join(f"{k}={_show(v)}" for k, v in changed.items()) if changed else "re-run"
+            changed = [f"{k}={_show(v)}" for k, v in params.items() if v != incumbent.get(k)]
+            title = _title(changed)
             try:
                 edits = self._config_edits(text, params)
             except ValueError as exc:
@@ -163,7 +163,7 @@ class OfflinePlanner:
                 continue
             out.append(
                 Hypothesis(
-                    title[:120],
+                    title,
                     rationale=f"TPE sample {len(seen)} over {len(space)} keys of {self.spec.search.config}, "
                     f"told {len(ctx.trials)} earlier trials.",
                     expected=f"{self.spec.metric.name} moves towards {self.spec.metric.goal}",
@@ -173,6 +173,14 @@ class OfflinePlanner:
                 )
             )
         return out
+
+
+def _title(changes: list[str], shown: int = 4) -> str:
+    """`set a=1, b=2, c=3, d=4 (+2 more)`: short enough for a table, the diff has the rest."""
+    if not changes:
+        return "re-run"
+    more = f" (+{len(changes) - shown} more)" if len(changes) > shown else ""
+    return "set " + ", ".join(changes[:shown]) + more
 
 
 def _show(value: Any) -> str:
