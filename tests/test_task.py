@@ -113,7 +113,7 @@ def test_repo_not_a_git_repo(tmp_path: Path) -> None:
     plain.mkdir()
     path = write_task(plain)
     code, output = _invoke(["submit", str(path)], plain)
-    assert code == 2
+    assert code == 2 and len(output.strip().splitlines()) == 1
     assert "is not inside a git repository" in output
     assert not (plain / ".ara").exists()
 
@@ -124,15 +124,16 @@ def test_explicit_repo_not_a_git_repo(toy_repo: Path, tmp_path: Path) -> None:
         toy_repo, base=_replace('name = "toy"', f'name = "toy"\nrepo = "{tmp_path / "notgit"}"')
     )
     code, output = _invoke(["submit", str(path)], toy_repo)
-    assert code == 2
+    assert code == 2 and len(output.strip().splitlines()) == 1
     assert "[task] repo:" in output and "is not a git repository" in output
+    assert not (toy_repo / ".ara").exists()
 
 
 def test_uncommitted_changes_inside_the_edit_surface(toy_repo: Path) -> None:
     (toy_repo / "train.py").write_text("# edited but not committed\n")
     before, refs = repo_state(toy_repo), git(toy_repo, "for-each-ref")
     code, output = _invoke(["submit", "task.toml"], toy_repo)
-    assert code == 2
+    assert code == 2 and len(output.strip().splitlines()) == 1
     assert "uncommitted changes inside the edit surface: train.py" in output
     _assert_nothing_created(toy_repo, before, refs)
 
