@@ -42,8 +42,3 @@ def diagnose(log_tail: str) -> str | None:
         errors = _TRACEBACK_LAST.findall(log_tail)
         return f"traceback: {errors[-1][0][:200]}" if errors else "traceback"
     return None
-
-
-def last_line(log_tail: str) -> str:
-    lines = [ln for ln in log_tail.splitlines() if ln.strip()]
-    return lines[-1][:200] if lines else ""

@@ -166,10 +166,6 @@ class Task:
     def run_root(self) -> Path:
         return (self.path.parent / self.spec.run.root).resolve()
 
-    @property
-    def workdir_path(self) -> Path:
-        return self.repo / self.workdir
-
 
 # -- error formatting -----------------------------------------------------------------------
 
