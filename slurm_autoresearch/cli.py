@@ -61,12 +61,19 @@ def init(directory: Path, name: str | None, command: str | None, metric: str, go
 @main.command()
 @click.argument("task_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--check", is_flag=True, help="Validate the task and exit; creates nothing.")
-def submit(task_file: Path, check: bool) -> None:
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="SECTION.KEY=VALUE",
+    help="Override a task key for this run, e.g. --set run.executor=slurm (repeatable).",
+)
+def submit(task_file: Path, check: bool, overrides: tuple[str, ...]) -> None:
     """Validate TASK_FILE, start a run and drive it to the end (prints the run id first)."""
     from .controller import launch
     from .task import load_task
 
-    task = load_task(task_file)
+    task = load_task(task_file, list(overrides))
     spec = task.spec
     if check:
         click.echo(

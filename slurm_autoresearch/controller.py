@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import tomli_w
 
 from . import report
 from .decide import Verdict, decide
@@ -15,6 +16,7 @@ from .errors import BaselineError, EditError
 from .executors import Executor, JobSpec, LocalExecutor
 from .executors.base import JOB_FILE
 from .executors.runner import LOG_FILE
+from .executors.slurm import SlurmExecutor, slurm_parameters
 from .ledger import Ledger
 from .outcome import Outcome
 from .planners import OfflinePlanner, PlanContext, Planner
@@ -69,6 +71,7 @@ class Controller:
         self._files: tuple[str, dict[str, str]] | None = None
         self._started = clock()
         self._count = 0
+        self._watch = executor.watch
 
     # -- logging ----------------------------------------------------------------------------
     def log(self, message: str) -> None:
@@ -161,6 +164,8 @@ class Controller:
             self.stopping = f"trial budget spent ({len(trials)}/{limit.trials})"
         elif limit.wall_hours and self.clock() - self._started >= limit.wall_hours * 3600:
             self.stopping = f"wall-clock budget spent ({limit.wall_hours:g} h)"
+        elif limit.gpu_hours and sum(t.gpu_seconds or 0 for t in trials) >= limit.gpu_hours * 3600:
+            self.stopping = f"GPU budget spent ({limit.gpu_hours:g} GPU-hours)"
         else:
             streak = 0
             for trial in sorted((t for t in trials if t.decided_at), key=lambda t: t.decided_at or 0):
@@ -280,7 +285,12 @@ class Controller:
             self.log(f"{trial.id} submitted ({ids[spec.trial_id]}): {trial.title}")
 
     def _collect(self) -> None:
-        for update in self.executor.poll():
+        updates = self.executor.poll()
+        if self.executor.watch != self._watch:
+            self._watch = self.executor.watch
+            self.ledger.set_meta(watch=self._watch)
+            self.log(f"watching jobs with {self._watch}")
+        for update in updates:
             trial = self.ledger.trial(update.trial_id)
             if trial is None or trial.state.is_finished():
                 continue
@@ -314,10 +324,16 @@ class Controller:
             elapsed=outcome.elapsed,
             gpu_seconds=outcome.gpu_seconds,
             memory_gb=outcome.memory_gb,
+            node=outcome.node or None,
+            job_started_at=outcome.started_at,
+            job_ended_at=outcome.ended_at,
             finished_at=now,
             decided_at=now,
             learning=self._learning(trial, outcome, verdict),
         )
+        calls = getattr(self.executor, "sacct_calls", None)
+        if calls is not None:
+            self.ledger.set_meta(sacct_calls=calls, sacct_calls_at=now)
         if verdict.decision is Decision.KEEP:
             assert trial.commit is not None
             self.ws.keep(trial.commit)
@@ -369,6 +385,25 @@ class Controller:
             self.rundir.release()
 
 
+def make_executor(task: Task, rundir: RunDir) -> Executor:
+    """The executor the task resolved to: Slurm job arrays, or local processes."""
+    spec = task.spec
+    if task.executor == "slurm":
+        params = slurm_parameters(spec, job_name=f"ara-{rundir.run_id}", capacity=spec.run.parallel)
+        return SlurmExecutor(
+            spec.run.parallel,
+            rundir.path / "slurm",
+            params,
+            python=spec.slurm.python,
+            poll_interval=spec.run.poll_seconds,
+        )
+    return LocalExecutor(
+        capacity=spec.run.parallel,
+        gpus_per_job=spec.resources.gpus_per_trial,
+        gpu_ids=list(spec.resources.gpus) or detect_gpus(),
+    )
+
+
 def launch(
     task: Task,
     *,
@@ -381,7 +416,9 @@ def launch(
     """Create the run directory, ledger and best branch for a validated task; return its controller."""
     now = clock()
     rundir = RunDir.create(task.run_root, new_run_id(task.name, now))
-    shutil.copyfile(task.path, rundir.task_copy)
+    # The task as run (command-line overrides applied), readable by `ara report` and resume.
+    header = f"# ara: the task as submitted from {task.path}\n"
+    atomic_write_text(rundir.task_copy, header + tomli_w.dumps(task.data))
     rundir.acquire()
     ledger = Ledger.open(rundir.ledger)
     spec = task.spec
@@ -397,11 +434,7 @@ def launch(
     frozen = ws.frozen_hashes(base)
     ws.start(base)
     if executor is None:
-        executor = LocalExecutor(
-            capacity=spec.run.parallel,
-            gpus_per_job=spec.resources.gpus_per_trial,
-            gpu_ids=list(spec.resources.gpus) or detect_gpus(),
-        )
+        executor = make_executor(task, rundir)
     planner = planner or OfflinePlanner(spec)
     ledger.set_meta(
         run_id=rundir.run_id,
@@ -418,6 +451,8 @@ def launch(
         parallel=executor.capacity,
         trial_budget=spec.budget.trials,
         wall_hours=spec.budget.wall_hours,
+        gpu_hours=spec.budget.gpu_hours,
+        watch=executor.watch,
         state="running",
         created_at=now,
         host=socket.gethostname(),

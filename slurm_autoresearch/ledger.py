@@ -51,6 +51,12 @@ MIGRATIONS: list[str] = [
         detail TEXT NOT NULL DEFAULT ''
     );
     """,
+    # 2: where and when the scheduler ran the job (sacct's NodeList, Start, End)
+    """
+    ALTER TABLE trials ADD COLUMN node TEXT;
+    ALTER TABLE trials ADD COLUMN job_started_at REAL;
+    ALTER TABLE trials ADD COLUMN job_ended_at REAL;
+    """,
 ]
 
 _COLUMNS = {  # Trial attribute -> column, where they differ
@@ -233,4 +239,7 @@ def _trial(row: sqlite3.Row) -> Trial:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
         decided_at=row["decided_at"],
+        node=row["node"],
+        job_started_at=row["job_started_at"],
+        job_ended_at=row["job_ended_at"],
     )

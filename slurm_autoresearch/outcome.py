@@ -16,7 +16,9 @@ class JobState(StrEnum):
     TIMEOUT = "timeout"  # wall-clock limit
     CANCELLED = "cancelled"  # ara stop --cancel, Ctrl-C, scancel
     OOM = "oom"
-    LOST = "lost"  # the job ended without writing outcome.json
+    NODE_FAIL = "node_fail"  # the node (or its boot) failed under the job
+    PREEMPTED = "preempted"
+    LOST = "lost"  # the job ended without writing outcome.json, or vanished from the scheduler
 
 
 @dataclass
@@ -31,6 +33,9 @@ class Outcome:
     reason: str = ""
     log_tail: str = ""
     frozen_changed: list[str] = field(default_factory=list)
+    node: str = ""
+    started_at: float | None = None  # wall clock, Unix seconds
+    ended_at: float | None = None
 
     @property
     def has_metric(self) -> bool:

@@ -25,6 +25,9 @@ def _trial(t: Trial) -> dict[str, Any]:
         "job_state": t.job_state,
         "elapsed": t.elapsed,
         "gpu_seconds": t.gpu_seconds,
+        "node": t.node,
+        "job_started_at": t.job_started_at,
+        "job_ended_at": t.job_ended_at,
         "title": t.title,
         "source": t.source,
         "reason": t.reason,
@@ -67,6 +70,7 @@ def status_document(rundir: RunDir, ledger: Ledger, now: float | None = None) ->
             "executor": meta.get("executor"),
             "planner": meta.get("planner"),
             "parallel": meta.get("parallel"),
+            "watch": meta.get("watch"),
             "created_at": created,
             "ended_at": ended,
             "controller": {"host": holder.get("host"), "pid": holder.get("pid")} if holder else None,
@@ -78,7 +82,10 @@ def status_document(rundir: RunDir, ledger: Ledger, now: float | None = None) ->
                 "used": round((ended or now) - created, 1),
                 "limit": wall_hours * 3600 if wall_hours else None,
             },
-            "gpu_seconds": {"used": round(sum(t.gpu_seconds or 0 for t in trials), 1)},
+            "gpu_seconds": {
+                "used": round(sum(t.gpu_seconds or 0 for t in trials), 1),
+                "limit": meta["gpu_hours"] * 3600 if meta.get("gpu_hours") else None,
+            },
         },
         "incumbent": None
         if incumbent is None

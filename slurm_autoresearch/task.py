@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shlex
@@ -47,11 +48,12 @@ class BudgetSection(_Section):
     trials: PositiveInt = 20
     trial_minutes: PositiveFloat = 10.0
     wall_hours: PositiveFloat | None = None
+    gpu_hours: PositiveFloat | None = None
     crash_limit: PositiveInt = 5
 
 
 class RunSection(_Section):
-    executor: Literal["auto", "local"] = "auto"
+    executor: Literal["auto", "local", "slurm"] = "auto"
     planner: Literal["auto", "offline"] = "auto"
     parallel: PositiveInt = 1
     root: str = ".ara"
@@ -62,6 +64,41 @@ class ResourcesSection(_Section):
     gpus_per_trial: Annotated[int, Field(ge=0)] = 0
     cpus_per_trial: PositiveInt = 1
     gpus: list[Annotated[int, Field(ge=0)]] = []
+
+
+class SlurmSection(_Section):
+    """sbatch options under Slurm's own names (underscores for dashes)."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time: Annotated[int, Field(gt=0)] | str | None = None
+    gres: str | None = None
+    gpus_per_node: PositiveInt | None = None
+    cpus_per_task: PositiveInt | None = None
+    mem: str | None = None
+    constraint: str | None = None
+    exclude: str | None = None
+    setup: list[str] = []
+    additional: dict[str, str | int | bool] = {}
+    wckey: str | None = None
+    signal_delay_s: Annotated[int, Field(ge=0)] | None = None
+    python: str | None = None
+    use_srun: bool = True
+
+    @model_validator(mode="after")
+    def _shape(self) -> SlurmSection:
+        from .executors.sacct import time_minutes
+
+        if self.time is not None:
+            time_minutes(self.time)  # ValueError names the format
+        if self.gres is not None and self.gpus_per_node is not None:
+            raise ValueError("set either 'gres' or 'gpus_per_node', not both")
+        if self.gres is not None and not re.fullmatch(r"[A-Za-z0-9_-]+(:[A-Za-z0-9_.-]+)?:\d+", self.gres):
+            raise ValueError(f"gres {self.gres!r} is not name[:type]:count, e.g. gpu:a100:1")
+        if self.mem is not None and not re.fullmatch(r"\d+[KMGT]?B?", self.mem.upper()):
+            raise ValueError(f"mem {self.mem!r} is not a size such as 16G or 4000M")
+        return self
 
 
 class PlannerSection(_Section):
@@ -142,6 +179,7 @@ class TaskSpec(_Section):
     run: RunSection = RunSection()
     resources: ResourcesSection = ResourcesSection()
     planner: PlannerSection = PlannerSection()
+    slurm: SlurmSection = SlurmSection()
     search: SearchSection = SearchSection()
     ideas: list[IdeaSpec] = []
 
@@ -157,6 +195,7 @@ class Task:
     surface: EditSurface
     executor: str
     planner: str
+    data: dict[str, Any] = dataclasses.field(default_factory=dict)  # the TOML as read, overrides applied
 
     @property
     def name(self) -> str:
@@ -268,7 +307,26 @@ def read_spec(path: Path) -> TaskSpec:
         raise TaskError(format_validation_error(str(path), exc)) from None
 
 
-def load_task(path: str | Path) -> Task:
+def apply_overrides(source: str, data: dict[str, Any], overrides: list[str]) -> None:
+    """`section.key=value` settings from the command line; values are TOML (strings may be bare)."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        parts = [p.strip() for p in key.split(".")]
+        if not sep or len(parts) < 2 or not all(parts):
+            raise TaskError(f"--set {item!r}: expected section.key=value, e.g. run.parallel=4")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw  # a bare word: slurm.partition=gpu
+        node = data
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise TaskError(f"{source}: --set {item!r}: {part!r} is not a table")
+        node[parts[-1]] = value
+
+
+def load_task(path: str | Path, overrides: list[str] | None = None) -> Task:
     """Read and validate a task file; every problem raises TaskError and creates nothing."""
     from .workspace import Workspace, repo_toplevel
 
@@ -282,6 +340,7 @@ def load_task(path: str | Path) -> Task:
         raise TaskError(f"{source}: not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise TaskError(f"{source}: not UTF-8 text") from None
+    apply_overrides(source, data, overrides or [])
     try:
         spec = TaskSpec.model_validate(data)
     except ValidationError as exc:
@@ -349,16 +408,59 @@ def load_task(path: str | Path) -> Task:
     finally:
         ws.close()
 
-    _check_resources(source, spec)
+    executor = _resolve_executor(source, spec)
+    if executor == "slurm":
+        _check_slurm(source, spec)
+    else:
+        _check_local_gpus(source, spec)
     return Task(
         spec=spec,
         path=task_path,
         repo=repo,
         workdir=workdir,
         surface=surface,
-        executor="local",  # Slurm arrives as its own executor; auto means local until then
+        executor=executor,
         planner="offline",  # the Claude planner arrives with its own issue; auto means offline until then
+        data=data,
     )
+
+
+def _resolve_executor(source: str, spec: TaskSpec) -> str:
+    """`auto` is Slurm where sbatch is on PATH, local processes otherwise."""
+    has_sbatch = shutil.which("sbatch") is not None
+    if spec.run.executor == "slurm" and not has_sbatch:
+        raise TaskError(
+            f'{source}: [run] executor = "slurm" but sbatch is not on PATH; '
+            'load Slurm or use executor = "local"'
+        )
+    if spec.run.executor == "auto":
+        return "slurm" if has_sbatch else "local"
+    return spec.run.executor
+
+
+def _check_slurm(source: str, spec: TaskSpec) -> None:
+    from .executors.sacct import time_minutes
+    from .executors.slurm import sbatch_test_only, slurm_parameters
+
+    slurm, gpus = spec.slurm, spec.resources.gpus_per_trial
+    if slurm.gres is not None and slurm.gres.startswith("gpu") and int(slurm.gres.rsplit(":", 1)[1]) != gpus:
+        raise TaskError(
+            f"{source}: [slurm] gres {slurm.gres!r} asks for a different GPU count than "
+            f"[resources] gpus_per_trial = {gpus}; make them agree"
+        )
+    if slurm.gpus_per_node is not None and slurm.gpus_per_node != gpus:
+        raise TaskError(
+            f"{source}: [slurm] gpus_per_node = {slurm.gpus_per_node} differs from "
+            f"[resources] gpus_per_trial = {gpus}; make them agree"
+        )
+    if slurm.time is not None and time_minutes(slurm.time) <= spec.budget.trial_minutes:
+        raise TaskError(
+            f"{source}: [slurm] time ({time_minutes(slurm.time)} min) must exceed [budget] "
+            f"trial_minutes ({spec.budget.trial_minutes:g}) so ara stops a trial before Slurm kills it"
+        )
+    problem = sbatch_test_only(slurm_parameters(spec, job_name=f"ara-check-{spec.task.name}", capacity=1))
+    if problem:
+        raise TaskError(f"{source}: [slurm]: sbatch --test-only rejects these options: {problem}")
 
 
 def _check_search(
@@ -395,7 +497,7 @@ def _check_search(
                 raise TaskError(f"{source}: [[ideas]] {idea.title!r}: {key!r} is not a key of {rel}")
 
 
-def _check_resources(source: str, spec: TaskSpec) -> None:
+def _check_local_gpus(source: str, spec: TaskSpec) -> None:
     res = spec.resources
     if res.gpus_per_trial == 0:
         return

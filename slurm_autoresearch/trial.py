@@ -60,6 +60,9 @@ class Trial:
     started_at: float | None = None
     finished_at: float | None = None
     decided_at: float | None = None
+    node: str | None = None
+    job_started_at: float | None = None  # the job's own start and end (scheduler or runner clock)
+    job_ended_at: float | None = None
 
 
 def trial_id(seq: int) -> str:

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 _STYLE = {"keep": "bold green", "discard": "dim", "crash": "red", "rejected": "yellow"}
@@ -28,6 +29,9 @@ def print_status(doc: dict[str, Any], console: Console | None = None) -> None:
         f"started {started}, {budget['wall_seconds']['used'] / 60:.1f} min, "
         f"{run['executor']} x{run['parallel']}, {run['planner']} planner, dir {run['dir']}"
     )
+    if run.get("watch"):
+        style = "yellow" if "degraded" in run["watch"] else None
+        console.print(f"jobs watched with {escape(run['watch'])}", style=style)
     trials_budget = budget["trials"]
     line = (
         f"trials {trials_budget['used']}/{trials_budget['limit']}, "

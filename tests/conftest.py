@@ -66,6 +66,7 @@ steps = 5
 trials = {trials}
 
 [run]
+executor = "local"
 parallel = {parallel}
 poll_seconds = 0.05
 
@@ -131,3 +132,28 @@ def repo_state(repo: Path) -> tuple[str, str, str, str]:
         git(repo, "ls-files", "--stage"),
         git(repo, "status", "--porcelain", "--untracked-files=all"),
     )
+
+
+def slurm_answers() -> bool:
+    """A Slurm cluster with an idle-capable node answers here (scripts/slurm start makes one)."""
+    import shutil
+
+    if not shutil.which("sinfo"):
+        return False
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=15)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and any(s in out.stdout for s in ("idle", "mixed", "allocated"))
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> None:
+    """Slurm tests run against the real cluster; ARA_REQUIRE_SLURM=1 turns its absence into a failure."""
+    import os
+
+    if slurm_answers():
+        return
+    if os.environ.get("ARA_REQUIRE_SLURM") == "1":
+        pytest.fail("ARA_REQUIRE_SLURM=1 but no Slurm cluster answers: run `scripts/slurm start` (as root)")
+    pytest.skip("no Slurm cluster here: `scripts/slurm start` makes one; CI sets ARA_REQUIRE_SLURM=1")

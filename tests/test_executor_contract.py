@@ -10,13 +10,41 @@ from pathlib import Path
 
 import pytest
 
-from slurm_autoresearch.executors import Executor, JobSpec, JobUpdate, LocalExecutor
+from slurm_autoresearch.executors import Executor, JobSpec, JobUpdate, LocalExecutor, SlurmExecutor
 from slurm_autoresearch.outcome import JobState, Outcome
 
 Factory = Callable[[int, int, list[int]], Executor]
-EXECUTORS: dict[str, Factory] = {
-    "local": lambda capacity, gpus, ids: LocalExecutor(capacity=capacity, gpus_per_job=gpus, gpu_ids=ids),
-}
+
+
+def slurm_params(job_name: str, gpus: int, **extra: object) -> dict[str, object]:
+    """Options for the test cluster (scripts/slurm): short limits, no wckey, GPUs as gres."""
+    params: dict[str, object] = {
+        "job_name": job_name,
+        "time": 5,
+        "signal_delay_s": 15,
+        "wckey": None,
+        "cpus_per_task": 1,
+        "use_srun": True,
+    }
+    if gpus:
+        params["gres"] = f"gpu:{gpus}"
+    return {**params, **extra}
+
+
+def _local(request: pytest.FixtureRequest, tmp_path: Path) -> Factory:
+    return lambda capacity, gpus, ids: LocalExecutor(capacity=capacity, gpus_per_job=gpus, gpu_ids=ids)
+
+
+def _slurm(request: pytest.FixtureRequest, tmp_path: Path) -> Factory:
+    request.getfixturevalue("slurm_cluster")
+    name = f"ara-test-{tmp_path.name}"
+    # The cluster hands out its own GPUs; the local ids list does not apply.
+    return lambda capacity, gpus, ids: SlurmExecutor(
+        capacity, tmp_path / "slurm", slurm_params(name, gpus), poll_interval=0.3
+    )
+
+
+EXECUTORS = {"local": _local, "slurm": _slurm}
 
 EVAL = (
     "python -c \"import json,os; json.dump({'score': float(open('out.txt').read())}, "
@@ -25,8 +53,8 @@ EVAL = (
 
 
 @pytest.fixture(params=sorted(EXECUTORS))
-def make_executor(request: pytest.FixtureRequest) -> Factory:
-    return EXECUTORS[request.param]
+def make_executor(request: pytest.FixtureRequest, tmp_path: Path) -> Factory:
+    return EXECUTORS[request.param](request, tmp_path)
 
 
 def _spec(
@@ -66,7 +94,7 @@ def _spec(
     return spec
 
 
-def _drain(executor: Executor, timeout: float = 60) -> dict[str, list[JobUpdate]]:
+def _drain(executor: Executor, timeout: float = 120) -> dict[str, list[JobUpdate]]:
     seen: dict[str, list[JobUpdate]] = {}
     deadline = time.time() + timeout
     while executor.live() and time.time() < deadline:

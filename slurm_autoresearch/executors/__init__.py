@@ -2,5 +2,6 @@
 
 from .base import Executor, JobSpec, JobUpdate
 from .local import LocalExecutor
+from .slurm import SlurmExecutor
 
-__all__ = ["Executor", "JobSpec", "JobUpdate", "LocalExecutor"]
+__all__ = ["Executor", "JobSpec", "JobUpdate", "LocalExecutor", "SlurmExecutor"]

@@ -58,6 +58,7 @@ class Executor(Protocol):
 
     name: str
     capacity: int
+    watch: str  # how jobs are watched; "degraded" in it means a fallback is in use
 
     def submit(self, jobs: list[JobSpec]) -> dict[str, str]:
         """Start (or queue) the jobs; returns trial id -> job id."""

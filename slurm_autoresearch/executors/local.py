@@ -39,6 +39,7 @@ class LocalExecutor:
     gpu_ids: list[int] = field(default_factory=list)
     python: str = sys.executable
     name: str = "local"
+    watch: str = "processes"
     _queue: deque[JobSpec] = field(default_factory=deque)
     _running: dict[str, _Job] = field(default_factory=dict)
     _pending_updates: list[JobUpdate] = field(default_factory=list)
@@ -73,8 +74,6 @@ class LocalExecutor:
             gpus = tuple(self._free_gpus()[: self.gpus_per_job])
             env = dict(os.environ)
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
-            # `python` in the task command means this interpreter, as the task validation assumed.
-            env["PATH"] = os.pathsep.join([str(Path(self.python).parent), env.get("PATH", "")])
             trial_dir = Path(spec.trial_dir)
             with (trial_dir / "runner.log").open("ab") as err:
                 proc = subprocess.Popen(

@@ -15,6 +15,7 @@ import re
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -51,6 +52,10 @@ def trial_env(spec: JobSpec, base: Mapping[str, str]) -> dict[str, str]:
         ARA_METRICS_PATH=str(trial_dir / METRICS_FILE),
         PYTHONUNBUFFERED="1",
     )
+    if spec.gpus == 0:
+        env["CUDA_VISIBLE_DEVICES"] = ""  # a trial that asked for no GPU sees none, whatever the node has
+    # `python` in the task's command means the interpreter running this runner, as validated.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return env
 
 
@@ -90,12 +95,16 @@ class Runner:
         self.log = self.trial_dir / LOG_FILE
         self.metrics_path = self.trial_dir / METRICS_FILE
         self.env = trial_env(spec, os.environ)
-        self.cancelled = False
+        self.stop: tuple[JobState, str] | None = None
         self.child: subprocess.Popen[bytes] | None = None
         self.shell = shutil.which("bash") or "/bin/sh"
 
     def _on_signal(self, signum: int, _frame: object) -> None:
-        self.cancelled = True
+        # Slurm sends USR2 ahead of the time limit (--signal); TERM and INT are cancels.
+        if signum == signal.SIGUSR2:
+            self.stop = (JobState.TIMEOUT, "Slurm's time limit is near (USR2)")
+        elif self.stop is None:
+            self.stop = (JobState.CANCELLED, f"cancelled ({signal.Signals(signum).name})")
         if self.child and self.child.poll() is None:
             signal_group(self.child.pid, signal.SIGTERM)
 
@@ -103,7 +112,7 @@ class Runner:
         with self.log.open("a", encoding="utf-8") as fh:
             fh.write(f"[ara] {text}\n")
 
-    def _run(self, command: str, deadline: float) -> tuple[int | None, JobState | None]:
+    def _run(self, command: str, deadline: float) -> tuple[int | None, tuple[JobState, str] | None]:
         with self.log.open("ab") as fh:
             self.child = subprocess.Popen(
                 command,
@@ -121,12 +130,12 @@ class Runner:
             try:
                 code = child.wait(timeout=0.2)
                 # A cancel forwards SIGTERM to the command, which then exits "normally".
-                return code, JobState.CANCELLED if self.cancelled else None
+                return code, self.stop
             except subprocess.TimeoutExpired:
                 pass
-            stop = JobState.CANCELLED if self.cancelled else None
+            stop = self.stop
             if stop is None and time.monotonic() > deadline:
-                stop = JobState.TIMEOUT
+                stop = (JobState.TIMEOUT, f"over the {self.spec.time_limit_s:.0f} s limit")
             if stop:
                 signal_group(child.pid, signal.SIGTERM)
                 try:
@@ -141,6 +150,7 @@ class Runner:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2):
             signal.signal(sig, self._on_signal)
         started = time.monotonic()
+        started_at = time.time()
         deadline = started + self.spec.time_limit_s
         self.metrics_path.unlink(missing_ok=True)
         self._note(f"trial {self.spec.trial_id} in {self.spec.cwd}")
@@ -179,6 +189,9 @@ class Runner:
                 reason=reason,
                 log_tail=tail(self.log),
                 frozen_changed=frozen or [],
+                node=socket.gethostname(),
+                started_at=started_at,
+                ended_at=time.time(),
             )
             write_json(self.trial_dir / OUTCOME_FILE, outcome.to_dict())
             return outcome
@@ -211,12 +224,7 @@ class Runner:
         """Run one command; the failed outcome when it did not succeed or touched a frozen file."""
         code, stop = self._run(command, deadline)
         if stop:
-            why = (
-                "cancelled"
-                if stop is JobState.CANCELLED
-                else f"over the {self.spec.time_limit_s:.0f} s limit"
-            )
-            return finish(stop, f"{what} {why}")
+            return finish(stop[0], f"{what}: {stop[1]}")
         changed = frozen_changes(self.spec.cwd, self.spec.frozen)
         if changed:
             reason = f"frozen files changed during the {what}: {', '.join(changed)}"
@@ -248,6 +256,13 @@ def signal_group(pid: int, sig: int) -> None:
     """Signal a process group; one that is already gone is fine."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
+
+
+def run_trial(trial_dir: str) -> dict[str, object]:
+    """Entry point for submitit: runs the trial and returns a small summary (the outcome is on disk)."""
+    spec = JobSpec.from_dict(json.loads((Path(trial_dir) / JOB_FILE).read_text(encoding="utf-8")))
+    outcome = Runner(spec).run()
+    return {"state": outcome.state.value, "metric": outcome.metric}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,316 @@
+"""Slurm executor: trial batches as job arrays through submitit, watched with one sacct call per poll.
+
+submitit builds and submits the arrays; watching is ara's own (submitit's watcher backs off to
+ten minutes and loops forever on a job sacct never saw). Where sacct fails, squeue and
+`scontrol show job` take over and `watch` says so; a job that vanished is recorded as lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..monitor import diagnose, tail
+from ..outcome import JobState, Outcome
+from .base import JobSpec, JobUpdate
+from .runner import LOG_FILE, OUTCOME_FILE, run_trial
+from .sacct import SACCT_FIELDS, SlurmRow, parse_sacct, parse_scontrol, parse_squeue, time_minutes
+
+if TYPE_CHECKING:
+    from ..task import TaskSpec
+
+_SACCT_RETRY_POLLS = 10  # while degraded, try sacct again every this many polls
+
+
+def slurm_parameters(spec: TaskSpec, *, job_name: str, capacity: int) -> dict[str, Any]:
+    """submitit SlurmExecutor parameters (sbatch options) for the task's trials."""
+    s, res = spec.slurm, spec.resources
+    minutes = time_minutes(s.time) if s.time is not None else math.ceil(spec.budget.trial_minutes) + 2
+    # USR2 comes this long before the limit; it must stay inside even a one-minute job.
+    delay = s.signal_delay_s if s.signal_delay_s is not None else (60 if minutes >= 5 else 15)
+    params: dict[str, Any] = {
+        "job_name": job_name,
+        "time": minutes,
+        "signal_delay_s": delay,
+        "array_parallelism": capacity,
+        "wckey": s.wckey,  # None drops submitit's default --wckey=submitit, which many clusters reject
+        "use_srun": s.use_srun,
+        "cpus_per_task": s.cpus_per_task or res.cpus_per_trial,
+    }
+    for key in ("partition", "account", "qos", "mem", "constraint", "exclude"):
+        if getattr(s, key) is not None:
+            params[key] = getattr(s, key)
+    if s.gres is not None:
+        params["gres"] = s.gres
+    elif s.gpus_per_node is not None:
+        params["gpus_per_node"] = s.gpus_per_node
+    elif res.gpus_per_trial:
+        params["gres"] = f"gpu:{res.gpus_per_trial}"
+    if s.setup:
+        params["setup"] = list(s.setup)
+    additional = {k: v for k, v in s.additional.items() if v is not False}
+    if additional:
+        params["additional_parameters"] = additional
+    return params
+
+
+def sbatch_test_only(params: dict[str, Any]) -> str | None:
+    """What `sbatch --test-only` says is wrong with these options, or None when it accepts them."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    with tempfile.TemporaryDirectory(prefix="ara-sbatch-") as tmp:
+        script = Path(tmp) / "check.sh"
+        script.write_text(_make_sbatch_string(command="true", folder=tmp, **params))
+        try:
+            proc = subprocess.run(
+                ["sbatch", "--test-only", str(script)], capture_output=True, text=True, timeout=60
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"could not run sbatch: {exc}"
+    if proc.returncode == 0:
+        return None
+    lines = [ln.strip() for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+    return lines[-1] if lines else f"exit code {proc.returncode}"
+
+
+@dataclass
+class _Job:
+    spec: JobSpec
+    job_id: str
+    submitted: float
+    running: bool = False
+    cancelled: bool = False
+
+
+def _run(cmd: list[str], timeout: float = 60) -> str:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        raise RuntimeError(lines[-1].strip() if lines else f"{cmd[0]} exited {proc.returncode}")
+    return proc.stdout
+
+
+class SlurmExecutor:
+    """Jobs are array tasks; `capacity` caps the run's live jobs and each array's parallelism."""
+
+    name = "slurm"
+
+    def __init__(
+        self,
+        capacity: int,
+        folder: Path,
+        params: dict[str, Any],
+        *,
+        python: str | None = None,
+        poll_interval: float = 2.0,
+        grace_s: float = 60.0,
+        max_array_size: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.capacity = capacity
+        self.folder = folder
+        self.params = {**params, "array_parallelism": capacity}
+        self.python = python
+        self.poll_interval = poll_interval
+        self.grace_s = grace_s
+        self.clock = clock
+        self.watch = "sacct"
+        self.sacct_calls = 0
+        self.squeue_calls = 0
+        self._live: dict[str, _Job] = {}
+        self._pending: list[JobUpdate] = []
+        self._last_query = -math.inf
+        self._polls_degraded = 0
+        self._max_array = max_array_size  # None: ask the cluster (scontrol show config)
+
+    # -- submitting ---------------------------------------------------------------------------
+    def _max_array_size(self) -> int:
+        if self._max_array is None:
+            try:
+                out = _run(["scontrol", "show", "config"])
+                value = next(ln.split("=", 1)[1] for ln in out.splitlines() if ln.startswith("MaxArraySize"))
+                self._max_array = max(1, int(value.strip()))
+            except (RuntimeError, StopIteration, ValueError, OSError, subprocess.TimeoutExpired):
+                self._max_array = 1001  # Slurm's default
+        return self._max_array
+
+    def submit(self, jobs: list[JobSpec]) -> dict[str, str]:
+        """One job array per batch (chunked at MaxArraySize); an sbatch failure is an outcome."""
+        import submitit
+
+        ids: dict[str, str] = {}
+        executor = submitit.SlurmExecutor(folder=self.folder / "%j", python=self.python)
+        executor.update_parameters(**self.params)
+        size = self._max_array_size()
+        for start in range(0, len(jobs), size):
+            chunk = jobs[start : start + size]
+            try:
+                handles = executor.map_array(run_trial, [spec.trial_dir for spec in chunk])
+            except Exception as exc:  # submitit raises FailedJobError/RuntimeError with sbatch's stderr
+                reason = f"sbatch failed: {str(exc).strip().splitlines()[-1] if str(exc).strip() else exc}"
+                for spec in chunk:
+                    ids[spec.trial_id] = ""
+                    self._pending.append(
+                        JobUpdate(spec.trial_id, "", "finished", Outcome(state=JobState.LOST, reason=reason))
+                    )
+                continue
+            now = self.clock()
+            for spec, handle in zip(chunk, handles, strict=True):
+                self._live[spec.trial_id] = _Job(spec, handle.job_id, now)
+                ids[spec.trial_id] = handle.job_id
+        return ids
+
+    def attach(self, spec: JobSpec, job_id: str) -> None:
+        """Watch a job submitted by an earlier controller (ids come from the ledger)."""
+        self._live[spec.trial_id] = _Job(spec, job_id, self.clock())
+
+    def live(self) -> int:
+        return len(self._live)
+
+    def cancel(self, trial_id: str) -> None:
+        job = self._live.get(trial_id)
+        if job is None:
+            return
+        job.cancelled = True
+        # A failed scancel is not fatal: the next poll reports what became of the job.
+        with contextlib.suppress(RuntimeError, OSError, subprocess.TimeoutExpired):
+            _run(["scancel", job.job_id])
+
+    def close(self) -> None:
+        """Nothing to release: jobs belong to Slurm, and a later controller can re-attach."""
+
+    # -- watching -----------------------------------------------------------------------------
+    def poll(self) -> list[JobUpdate]:
+        updates, self._pending = self._pending, []
+        now = self.clock()
+        if not self._live or now - self._last_query < self.poll_interval:
+            return updates
+        self._last_query = now
+        rows = self._query()
+        missing = []
+        for job in list(self._live.values()):
+            row = rows.get(job.job_id)
+            if row is None:
+                if self.watch != "sacct" or now - job.submitted > self.grace_s:
+                    missing.append(job)
+                continue  # new jobs reach accounting only after up to 5 s: pending, not unknown
+            update = self._update(job, row)
+            if update:
+                updates.append(update)
+        for job in missing:
+            update = self._resolve_missing(job)
+            if update:
+                updates.append(update)
+        return updates
+
+    def _query(self) -> dict[str, SlurmRow]:
+        ids = sorted({job.job_id.split("_")[0] for job in self._live.values()})
+        if self.watch == "sacct" or self._polls_degraded % _SACCT_RETRY_POLLS == 0:
+            try:
+                out = _run(["sacct", "-X", "-n", "-P", "-o", SACCT_FIELDS, "-j", ",".join(ids)])
+                self.sacct_calls += 1
+                self.watch, self._polls_degraded = "sacct", 0
+                return parse_sacct(out)
+            except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+                self.sacct_calls += 1
+                self.watch = f"squeue (degraded: sacct failed: {exc})"
+        self._polls_degraded += 1
+        try:
+            out = _run(["squeue", "-h", "-r", "--name", self.params["job_name"], "-o", "%i|%T|%N"])
+            self.squeue_calls += 1
+            return parse_squeue(out)
+        except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+            self.watch = f"blind (degraded: sacct and squeue failed: {exc})"
+            return {
+                job.job_id: SlurmRow(job.job_id, "RUNNING" if job.running else "PENDING")
+                for job in self._live.values()
+            }
+
+    def _update(self, job: _Job, row: SlurmRow) -> JobUpdate | None:
+        state = row.ours
+        if state is None:
+            if row.state.startswith("RUNNING") and not job.running:
+                job.running = True
+                return JobUpdate(job.spec.trial_id, job.job_id, "running")
+            return None
+        return self._finish(job, state, row)
+
+    def _resolve_missing(self, job: _Job) -> JobUpdate | None:
+        """A job neither accounting nor the queue shows: ask scontrol, then the trial directory."""
+        row = None
+        try:
+            row = parse_scontrol(_run(["scontrol", "show", "job", "-o", job.job_id]))
+        except (RuntimeError, OSError, subprocess.TimeoutExpired):
+            row = None  # "Invalid job id": Slurm has forgotten it
+        if row is not None:
+            return self._update(job, row)
+        if (Path(job.spec.trial_dir) / OUTCOME_FILE).exists():
+            return self._finish(job, JobState.COMPLETED, SlurmRow(job.job_id, "COMPLETED"))
+        return self._finish(job, JobState.LOST, SlurmRow(job.job_id, "VANISHED"))
+
+    def _finish(self, job: _Job, state: JobState, row: SlurmRow) -> JobUpdate:
+        del self._live[job.spec.trial_id]
+        return JobUpdate(job.spec.trial_id, job.job_id, "finished", self._outcome(job, state, row))
+
+    def _outcome(self, job: _Job, state: JobState, row: SlurmRow) -> Outcome:
+        """The runner's outcome.json, corrected by what Slurm knows and the runner could not."""
+        trial_dir = Path(job.spec.trial_dir)
+        slurm_log = tail(self._stderr(job))
+        log_tail = tail(trial_dir / LOG_FILE) or slurm_log
+        if state is JobState.COMPLETED:
+            missing_state, why = JobState.LOST, f"Slurm job {job.job_id} ended without {OUTCOME_FILE}"
+        elif row.state == "VANISHED":
+            missing_state, why = JobState.LOST, f"Slurm job {job.job_id} vanished from the scheduler"
+        else:
+            missing_state, why = state, f"Slurm job {job.job_id} ended {row.state}"
+        if job.cancelled and missing_state in (JobState.CANCELLED, JobState.LOST):
+            missing_state, why = JobState.CANCELLED, f"cancelled (Slurm job {job.job_id})"
+        outcome = Outcome.read(
+            trial_dir / OUTCOME_FILE, missing_state=missing_state, missing_reason=why, log_tail=log_tail
+        )
+        outcome = _reconcile(outcome, state, row, slurm_log)
+        # Accounting comes from the scheduler where it has it: the job's whole allocation.
+        return replace(
+            outcome,
+            node=row.node or outcome.node,
+            elapsed=row.elapsed_s if row.elapsed_s is not None else outcome.elapsed,
+            gpu_seconds=row.gpu_seconds if row.gpu_seconds is not None else outcome.gpu_seconds,
+        )
+
+    def _stderr(self, job: _Job) -> Path:
+        from submitit.core.utils import JobPaths
+
+        return JobPaths(self.folder / "%j", job_id=job.job_id, task_id=0).stderr
+
+
+def _reconcile(outcome: Outcome, state: JobState, row: SlurmRow, slurm_log: str) -> Outcome:
+    """Slurm's verdict wins where the runner could not see it (it was killed before writing)."""
+    infra = (JobState.TIMEOUT, JobState.OOM, JobState.NODE_FAIL, JobState.PREEMPTED)
+    if outcome.state in (JobState.CANCELLED, JobState.LOST) and state in infra:
+        return replace(outcome, state=state, reason=f"Slurm: {row.state}; {outcome.reason}")
+    if outcome.state in (JobState.FAILED, JobState.LOST) and "exceeded memory limit" in slurm_log.lower():
+        return replace(
+            outcome, state=JobState.OOM, reason=f"Slurm: job exceeded its memory limit; {outcome.reason}"
+        )
+    if (
+        outcome.state is JobState.LOST
+        and state is JobState.FAILED
+        and row.elapsed_s
+        and row.timelimit_s
+        and row.elapsed_s >= row.timelimit_s - 120
+    ):
+        # submitit's USR2 handler turns a time-limit kill into FAILED when our runner could not answer
+        return replace(
+            outcome, state=JobState.TIMEOUT, reason=f"Slurm: FAILED at its time limit; {outcome.reason}"
+        )
+    found = diagnose(slurm_log) if outcome.state is JobState.LOST else None
+    if found:
+        return replace(outcome, reason=f"{outcome.reason}: {found}")
+    return outcome

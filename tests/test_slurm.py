@@ -1,0 +1,261 @@
+"""What only a real Slurm shows: Slurm's own time limit and memory limit, kills from outside,
+re-attaching by job id, array chunking, sbatch options, a degraded watch, and whole runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from slurm_autoresearch.controller import launch
+from slurm_autoresearch.executors import SlurmExecutor
+from slurm_autoresearch.ledger import Ledger
+from slurm_autoresearch.outcome import JobState
+from slurm_autoresearch.status import status_document
+from slurm_autoresearch.task import load_task
+from slurm_autoresearch.trial import Decision
+
+from .conftest import commit_all, write_task
+from .test_executor_contract import _drain, _outcome, _spec, slurm_params
+
+pytestmark = pytest.mark.usefixtures("slurm_cluster")
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def _executor(tmp_path: Path, capacity: int = 2, gpus: int = 0, **extra: object) -> SlurmExecutor:
+    return SlurmExecutor(
+        capacity,
+        tmp_path / "slurm",
+        slurm_params(f"ara-test-{tmp_path.name}", gpus, **extra),
+        poll_interval=0.3,
+    )
+
+
+def _sacct(job_id: str, fields: str = "JobID,State") -> str:
+    return subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-o", fields, "-j", job_id.split("_")[0]],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def test_slurm_time_limit_is_a_timeout(tmp_path: Path) -> None:
+    # The runner's own limit is far away; Slurm's one-minute limit (USR2 15 s before) ends it.
+    ex = _executor(tmp_path, time=1)
+    ex.submit([_spec(tmp_path, "T0001", "sleep 300", limit=600)])
+    outcome = _outcome(_drain(ex, timeout=150)["T0001"])
+    assert outcome.state is JobState.TIMEOUT
+    assert "time limit" in outcome.reason
+    assert 10 < outcome.elapsed < 100  # Slurm sends USR2 on its own schedule, before the limit
+
+
+def test_memory_limit_is_out_of_memory(tmp_path: Path) -> None:
+    hog = (
+        'python -c "x = bytearray(1500 * 2**20); [x.__setitem__(i, 1) for i in range(0, len(x), 4096)]; '
+        'import time; time.sleep(20)"'
+    )
+    ex = _executor(tmp_path, mem="300M")
+    ex.submit([_spec(tmp_path, "T0001", hog)])
+    outcome = _outcome(_drain(ex)["T0001"])
+    assert outcome.state is JobState.OOM, outcome
+    assert "memory" in outcome.reason
+
+
+def test_scancel_from_outside_is_recorded_as_cancelled(tmp_path: Path) -> None:
+    ex = _executor(tmp_path)
+    ids = ex.submit([_spec(tmp_path, "T0001", "sleep 300")])
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(u.state == "running" for u in ex.poll()):
+        time.sleep(0.2)
+    subprocess.run(["scancel", ids["T0001"]], check=True)
+    outcome = _outcome(_drain(ex)["T0001"])
+    assert outcome.state is JobState.CANCELLED
+
+
+def test_a_new_executor_reattaches_by_job_id(tmp_path: Path) -> None:
+    first = _executor(tmp_path)
+    spec = _spec(tmp_path, "T0001", "sleep 3; echo 4.5 > out.txt")
+    job_id = first.submit([spec])["T0001"]
+    second = _executor(tmp_path)  # a new controller process would build one from the ledger
+    second.attach(spec, job_id)
+    outcome = _outcome(_drain(second)["T0001"])
+    assert outcome.state is JobState.COMPLETED and outcome.metric == 4.5
+    assert outcome.node == "localhost" and outcome.elapsed >= 3
+
+
+def test_arrays_are_chunked_at_the_cluster_limit(tmp_path: Path) -> None:
+    ex = SlurmExecutor(
+        4,
+        tmp_path / "slurm",
+        slurm_params(f"ara-test-{tmp_path.name}", 1),
+        poll_interval=0.3,
+        max_array_size=2,
+    )
+    ids = ex.submit([_spec(tmp_path, f"T000{i}", "echo 1 > out.txt", gpus=1) for i in range(1, 6)])
+    arrays = {job_id.split("_")[0] for job_id in ids.values()}
+    assert len(arrays) == 3  # 2 + 2 + 1
+    seen = _drain(ex)
+    assert all(_outcome(seen[t]).state is JobState.COMPLETED for t in ids)
+    assert all(_outcome(seen[t]).gpu_seconds >= 0 for t in ids)
+    script = next((tmp_path / "slurm").rglob("*_submission.sh")).read_text()
+    assert "--wckey" not in script and "#SBATCH --gres=gpu:1" in script
+
+
+def test_sbatch_failure_is_an_outcome_not_a_crash(tmp_path: Path) -> None:
+    ex = SlurmExecutor(
+        1,
+        tmp_path / "slurm",
+        slurm_params("ara-test-bad", 0, partition="no-such-partition"),
+        poll_interval=0.3,
+    )
+    ids = ex.submit([_spec(tmp_path, "T0001", "true")])
+    assert ids == {"T0001": ""}
+    outcome = _outcome(_drain(ex)["T0001"])
+    assert outcome.state is JobState.LOST and "sbatch failed" in outcome.reason
+
+
+@pytest.mark.parametrize(
+    ("slurm", "expected"),
+    [
+        ('partition = "no-such-partition"', "sbatch --test-only rejects these options: "),
+        ('gres = "gpu:2"', "asks for a different GPU count"),
+        ("time = 5", "must exceed [budget] trial_minutes"),
+        ('time = "1h"', "is not minutes or [D-]HH:MM:SS"),
+        ('mem = "lots"', "is not a size"),
+    ],
+)
+def test_bad_slurm_options_fail_at_submit(toy_repo: Path, slurm: str, expected: str) -> None:
+    from click.testing import CliRunner
+
+    from slurm_autoresearch.cli import main
+
+    path = write_task(toy_repo, f"\n[slurm]\n{slurm}\n")
+    path.write_text(
+        path.read_text()
+        .replace('executor = "local"', 'executor = "slurm"')
+        .replace("steps = 5", "steps = 5\ntrial_minutes = 10")
+    )
+    result = CliRunner().invoke(main, ["submit", str(path)])
+    assert result.exit_code == 2, result.output
+    assert expected in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (toy_repo / ".ara").exists()
+
+
+def _slurm_task(repo: Path, extra: str = "", *, trials: int, parallel: int, gpus: int = 1) -> Path:
+    path = write_task(
+        repo, extra + f"\n[resources]\ngpus_per_trial = {gpus}\n", trials=trials, parallel=parallel
+    )
+    path.write_text(
+        path.read_text()
+        .replace('executor = "local"', 'executor = "slurm"')
+        .replace("poll_seconds = 0.05", "poll_seconds = 0.5")
+    )
+    return path
+
+
+def _overlap(ledger: Ledger) -> int:
+    """Most trials whose jobs ran at the same moment (from the scheduler's start and end)."""
+    spans = [
+        (t.job_started_at, t.job_ended_at) for t in ledger.trials() if t.job_started_at and t.job_ended_at
+    ]
+    return max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
+
+
+def test_full_run_on_slurm_arrays(toy_repo: Path) -> None:
+    (toy_repo / "config.toml").write_text("x = 0.5  # the x knob\ny = 2.0\nsleep = 1.0\n")
+    commit_all(toy_repo, "slower trials")
+    task = load_task(
+        _slurm_task(toy_repo, '[[ideas]]\ntitle = "x to 2"\nconfig = { x = 2.0 }\n', trials=9, parallel=4)
+    )
+    assert task.executor == "slurm"
+    controller = launch(task, echo=lambda _: None)
+    controller.run()
+    ledger = Ledger.open(controller.rundir.ledger, readonly=True)
+    trials = ledger.trials()
+    assert len(trials) == 9
+    assert trials[1].title == "x to 2" and trials[1].decision is Decision.KEEP
+    assert all(t.decision in (Decision.KEEP, Decision.DISCARD) for t in trials)
+    assert all("_" in (t.job_id or "") for t in trials[1:5])  # the first batch after the baseline: one array
+    assert _overlap(ledger) <= 4
+    assert all(t.node == "localhost" and (t.gpu_seconds or 0) > 0 for t in trials)
+    doc = status_document(controller.rundir, ledger)
+    assert doc["run"]["executor"] == "slurm" and doc["run"]["watch"] == "sacct"
+    assert doc["budget"]["gpu_seconds"]["used"] == pytest.approx(
+        sum(t.gpu_seconds or 0 for t in trials), abs=1
+    )
+    assert ledger.meta()["sacct_calls"] > 0
+    ledger.close()
+
+
+def test_run_survives_outside_kills_and_failures(toy_repo: Path) -> None:
+    (toy_repo / "config.toml").write_text("x = 0.5\ny = 2.0\nsleep = 0.0\ncrash = false\n")
+    commit_all(toy_repo, "knobs")
+    ideas = """
+        [[ideas]]
+        title = "killed from outside"
+        config = { sleep = 300.0 }
+        [[ideas]]
+        title = "raises"
+        config = { crash = true }
+        [[ideas]]
+        title = "too slow"
+        config = { sleep = 3.0, x = 1.0 }
+        [[ideas]]
+        title = "fine"
+        config = { x = 2.0 }
+    """
+    path = _slurm_task(toy_repo, ideas, trials=5, parallel=4, gpus=0)
+    path.write_text(path.read_text().replace("steps = 5", "steps = 5\ntrial_minutes = 0.05"))  # 3 s
+    task = load_task(path)
+    controller = None
+
+    def sleep(seconds: float) -> None:
+        assert controller is not None
+        victim = controller.ledger.trial("T0002")
+        if victim is not None and victim.state.value == "running" and victim.job_id:
+            subprocess.run(["scancel", victim.job_id], check=False)
+        time.sleep(seconds)
+
+    controller = launch(task, echo=lambda _: None, sleep=sleep)
+    controller.run()
+    ledger = Ledger.open(controller.rundir.ledger, readonly=True)
+    by_title = {t.title: t for t in ledger.trials()}
+    assert by_title["killed from outside"].job_state == "cancelled"
+    assert by_title["raises"].job_state == "failed" and "boom from train.py" in by_title["raises"].reason
+    assert by_title["too slow"].job_state == "timeout"
+    assert by_title["fine"].decision is Decision.KEEP  # the run went on and kept an improvement
+    assert ledger.meta()["state"] == "finished"
+    ledger.close()
+
+
+@pytest.fixture
+def accounting_off() -> object:
+    subprocess.run(["bash", str(SCRIPTS / "slurm"), "accounting-off"], check=True, capture_output=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["bash", str(SCRIPTS / "slurm"), "accounting-on"], check=True, capture_output=True)
+
+
+def test_run_finishes_with_sacct_down_and_says_it_is_degraded(toy_repo: Path, accounting_off: object) -> None:
+    assert subprocess.run(["sacct", "-n", "-j", "1"], capture_output=True).returncode != 0
+    task = load_task(_slurm_task(toy_repo, trials=3, parallel=2))
+    controller = launch(task, echo=lambda _: None)
+    controller.run()
+    ledger = Ledger.open(controller.rundir.ledger, readonly=True)
+    assert ledger.meta()["state"] == "finished"
+    assert all(t.decision in (Decision.KEEP, Decision.DISCARD) for t in ledger.trials())
+    doc = status_document(controller.rundir, ledger)
+    assert doc["run"]["watch"].startswith("squeue (degraded: sacct failed")
+    ledger.close()
+    from click.testing import CliRunner
+
+    from slurm_autoresearch.cli import main
+
+    shown = CliRunner().invoke(main, ["status", str(controller.rundir.path)])
+    assert "degraded" in shown.output
+    assert json.loads(CliRunner().invoke(main, ["status", "--json", str(controller.rundir.path)]).output)
