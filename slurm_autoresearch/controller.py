@@ -395,7 +395,7 @@ def make_executor(task: Task, rundir: RunDir) -> Executor:
             rundir.path / "slurm",
             params,
             python=spec.slurm.python,
-            poll_interval=spec.run.poll_seconds,
+            poll_interval=spec.slurm.poll_seconds,
         )
     return LocalExecutor(
         capacity=spec.run.parallel,

@@ -85,6 +85,7 @@ class SlurmSection(_Section):
     signal_delay_s: Annotated[int, Field(ge=0)] | None = None
     python: str | None = None
     use_srun: bool = True
+    poll_seconds: PositiveFloat = 5.0  # one sacct call per this interval, however many jobs
 
     @model_validator(mode="after")
     def _shape(self) -> SlurmSection:

@@ -147,7 +147,10 @@ def test_bad_slurm_options_fail_at_submit(toy_repo: Path, slurm: str, expected: 
 
 def _slurm_task(repo: Path, extra: str = "", *, trials: int, parallel: int, gpus: int = 1) -> Path:
     path = write_task(
-        repo, extra + f"\n[resources]\ngpus_per_trial = {gpus}\n", trials=trials, parallel=parallel
+        repo,
+        extra + f"\n[resources]\ngpus_per_trial = {gpus}\n[slurm]\npoll_seconds = 0.5\n",
+        trials=trials,
+        parallel=parallel,
     )
     path.write_text(
         path.read_text()
