@@ -21,6 +21,10 @@ print(f"step 0/{steps} loss 1.0", flush=True)
 time.sleep(cfg.get("sleep", 0.0))
 if cfg.get("crash", False):
     raise RuntimeError("boom from train.py")
+hog = bytearray(int(cfg.get("hog_mb", 0)) * 2**20)
+for i in range(0, len(hog), 4096):
+    hog[i] = 1  # touch every page: resident, as a real model would be
+time.sleep(cfg.get("hog_seconds", 0.0))
 value = -(cfg["x"] - 3) ** 2 - (cfg["y"] + 1) ** 2
 if cfg.get("nan", False):
     value = math.nan

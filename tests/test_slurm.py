@@ -48,9 +48,9 @@ def test_slurm_time_limit_is_a_timeout(tmp_path: Path) -> None:
     ex = _executor(tmp_path, time=1)
     ex.submit([_spec(tmp_path, "T0001", "sleep 300", limit=600)])
     outcome = _outcome(_drain(ex, timeout=150)["T0001"])
-    assert outcome.state is JobState.TIMEOUT
-    assert "time limit" in outcome.reason
-    assert 10 < outcome.elapsed < 100  # Slurm sends USR2 on its own schedule, before the limit
+    assert outcome.state is JobState.TIMEOUT, outcome
+    assert "time limit" in outcome.reason, outcome
+    assert 10 < outcome.elapsed < 100, outcome  # Slurm sends USR2 on its own schedule, before the limit
 
 
 def test_memory_limit_is_out_of_memory(tmp_path: Path) -> None:
@@ -145,10 +145,12 @@ def test_bad_slurm_options_fail_at_submit(toy_repo: Path, slurm: str, expected: 
     assert not (toy_repo / ".ara").exists()
 
 
-def _slurm_task(repo: Path, extra: str = "", *, trials: int, parallel: int, gpus: int = 1) -> Path:
+def _slurm_task(
+    repo: Path, extra: str = "", *, trials: int, parallel: int, gpus: int = 1, slurm: str = ""
+) -> Path:
     path = write_task(
         repo,
-        extra + f"\n[resources]\ngpus_per_trial = {gpus}\n[slurm]\npoll_seconds = 0.5\n",
+        extra + f"\n[resources]\ngpus_per_trial = {gpus}\n[slurm]\npoll_seconds = 0.5\n{slurm}\n",
         trials=trials,
         parallel=parallel,
     )
@@ -195,7 +197,9 @@ def test_full_run_on_slurm_arrays(toy_repo: Path) -> None:
 
 
 def test_run_survives_outside_kills_and_failures(toy_repo: Path) -> None:
-    (toy_repo / "config.toml").write_text("x = 0.5\ny = 2.0\nsleep = 0.0\ncrash = false\n")
+    (toy_repo / "config.toml").write_text(
+        "x = 0.5\ny = 2.0\nsleep = 0.0\ncrash = false\nhog_mb = 0\nhog_seconds = 0.0\n"
+    )
     commit_all(toy_repo, "knobs")
     ideas = """
         [[ideas]]
@@ -206,13 +210,16 @@ def test_run_survives_outside_kills_and_failures(toy_repo: Path) -> None:
         config = { crash = true }
         [[ideas]]
         title = "too slow"
-        config = { sleep = 3.0, x = 1.0 }
+        config = { sleep = 30.0, x = 1.0 }
+        [[ideas]]
+        title = "over its memory"
+        config = { hog_mb = 1500, hog_seconds = 5.0 }
         [[ideas]]
         title = "fine"
         config = { x = 2.0 }
     """
-    path = _slurm_task(toy_repo, ideas, trials=5, parallel=4, gpus=0)
-    path.write_text(path.read_text().replace("steps = 5", "steps = 5\ntrial_minutes = 0.05"))  # 3 s
+    path = _slurm_task(toy_repo, ideas, trials=6, parallel=4, gpus=0, slurm='mem = "400M"')
+    path.write_text(path.read_text().replace("steps = 5", "steps = 5\ntrial_minutes = 0.1"))  # 6 s
     task = load_task(path)
     controller = None
 
@@ -230,6 +237,7 @@ def test_run_survives_outside_kills_and_failures(toy_repo: Path) -> None:
     assert by_title["killed from outside"].job_state == "cancelled"
     assert by_title["raises"].job_state == "failed" and "boom from train.py" in by_title["raises"].reason
     assert by_title["too slow"].job_state == "timeout"
+    assert by_title["over its memory"].job_state == "oom"
     assert by_title["fine"].decision is Decision.KEEP  # the run went on and kept an improvement
     assert ledger.meta()["state"] == "finished"
     ledger.close()
@@ -262,3 +270,24 @@ def test_run_finishes_with_sacct_down_and_says_it_is_degraded(toy_repo: Path, ac
     shown = CliRunner().invoke(main, ["status", str(controller.rundir.path)])
     assert "degraded" in shown.output
     assert json.loads(CliRunner().invoke(main, ["status", "--json", str(controller.rundir.path)]).output)
+
+
+def test_slurm_verdicts_where_the_runner_could_not_write_one() -> None:
+    from slurm_autoresearch.executors.sacct import SlurmRow
+    from slurm_autoresearch.executors.slurm import _reconcile
+    from slurm_autoresearch.outcome import Outcome
+
+    lost = Outcome(state=JobState.LOST, reason="no outcome.json")
+    killed = Outcome(state=JobState.CANCELLED, reason="cancelled (SIGTERM)")
+    at_limit = SlurmRow("9_1", "FAILED", elapsed_s=3590, timelimit_s=3600)
+    assert _reconcile(killed, JobState.TIMEOUT, SlurmRow("9_1", "TIMEOUT"), "").state is JobState.TIMEOUT
+    assert _reconcile(lost, JobState.FAILED, at_limit, "").state is JobState.TIMEOUT
+    assert (
+        _reconcile(lost, JobState.FAILED, SlurmRow("9_1", "FAILED", elapsed_s=30, timelimit_s=3600), "").state
+        is JobState.LOST
+    )
+    oom_log = "slurmstepd: error: StepId=9.0 exceeded memory limit (6 > 2), being killed"
+    assert _reconcile(lost, JobState.FAILED, SlurmRow("9", "FAILED"), oom_log).state is JobState.OOM
+    assert _reconcile(lost, JobState.NODE_FAIL, SlurmRow("9", "NODE_FAIL"), "").state is JobState.NODE_FAIL
+    done = Outcome(state=JobState.COMPLETED, metric=1.0)
+    assert _reconcile(done, JobState.COMPLETED, SlurmRow("9", "COMPLETED"), "") == done

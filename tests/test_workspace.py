@@ -12,7 +12,7 @@ from slurm_autoresearch.hypothesis import Edit
 from slurm_autoresearch.surface import EditSurface
 from slurm_autoresearch.workspace import Workspace
 
-from .conftest import commit_all, git, repo_state
+from .conftest import TRAIN, commit_all, git, repo_state
 
 
 def _ws(
@@ -63,7 +63,7 @@ def test_new_file_with_empty_search(toy_repo: Path, tmp_path: Path) -> None:
         (Edit("sub/.git/config", "", "[core]"), "points into .git"),
         (Edit("README.md", "toy", "pwned"), "outside the edit surface"),
         (Edit("train.py", "no such text anywhere", "x"), "found 0 times"),
-        (Edit("train.py", "cfg", "x"), "found 6 times"),
+        (Edit("train.py", "cfg", "x"), f"found {TRAIN.count('cfg')} times"),
         (Edit("missing.py", "a", "b"), "missing.py does not exist"),
         (Edit("train.py", "", "overwrite"), "empty search text but train.py exists"),
         (Edit("config.toml", "x = 0.5", "x = 0.5"), "edits change nothing"),

@@ -276,12 +276,14 @@ class SlurmExecutor:
             trial_dir / OUTCOME_FILE, missing_state=missing_state, missing_reason=why, log_tail=log_tail
         )
         outcome = _reconcile(outcome, state, row, slurm_log)
-        # Accounting comes from the scheduler where it has it: the job's whole allocation.
+        # Accounting comes from the scheduler where it has it: the job's whole allocation. sacct
+        # counts whole seconds, so a sub-second job keeps the runner's finer figure.
+        elapsed = max(row.elapsed_s or 0.0, outcome.elapsed)
         return replace(
             outcome,
             node=row.node or outcome.node,
-            elapsed=row.elapsed_s if row.elapsed_s is not None else outcome.elapsed,
-            gpu_seconds=row.gpu_seconds if row.gpu_seconds is not None else outcome.gpu_seconds,
+            elapsed=elapsed,
+            gpu_seconds=row.gpus * elapsed if row.gpus else outcome.gpu_seconds,
         )
 
     def _stderr(self, job: _Job) -> Path:
