@@ -44,9 +44,9 @@ def print_status(doc: dict[str, Any], console: Console | None = None) -> None:
         line += f", best {_num(inc['metric'])} by {inc['trial']} ({inc['title']})"
     console.print(line)
     table = Table(show_edge=False, header_style="bold")
-    for col in ("trial", "parent", "state", "decision", metric["name"], "elapsed", "job", "title"):
+    for col in ("trial", "parent", "state", "decision", metric["name"], "elapsed", "GPU-s", "job", "title"):
         table.add_column(
-            col, no_wrap=True, overflow="ellipsis", justify="right" if col == "elapsed" else "left"
+            col, no_wrap=True, overflow="ellipsis", justify="right" if col in ("elapsed", "GPU-s") else "left"
         )
     for t in doc["trials"]:
         style = _STYLE.get(t["decision"] or "", "")
@@ -57,6 +57,7 @@ def print_status(doc: dict[str, Any], console: Console | None = None) -> None:
             t["decision"] or "",
             _num(t["metric"]),
             _num(t["elapsed"], ".1f"),
+            _num(t["gpu_seconds"], ".0f"),
             t["job_id"] or "",
             t["title"],
             style=style,
