@@ -14,7 +14,7 @@ from .trial import Decision, Trial
 
 if TYPE_CHECKING:
     from .ledger import Ledger
-    from .task import TaskSpec
+    from .spec import TaskSpec
 
 _FENCE = "````"  # four backticks: diffs and logs may contain triple ones
 

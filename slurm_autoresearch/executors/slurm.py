@@ -24,7 +24,7 @@ from .runner import LOG_FILE, OUTCOME_FILE, run_trial
 from .sacct import SACCT_FIELDS, SlurmRow, parse_sacct, parse_scontrol, parse_squeue, time_minutes
 
 if TYPE_CHECKING:
-    from ..task import TaskSpec
+    from ..spec import TaskSpec
 
 _SACCT_RETRY_POLLS = 10  # while degraded, try sacct again every this many polls
 

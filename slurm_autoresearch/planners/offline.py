@@ -14,7 +14,7 @@ from typing import Any
 
 from ..config_file import lookup, set_value
 from ..hypothesis import Edit, Hypothesis
-from ..task import IdeaSpec, ParamSpec, TaskSpec
+from ..spec import IdeaSpec, ParamSpec, TaskSpec
 from ..trial import Decision, Trial
 from .base import PlanContext
 

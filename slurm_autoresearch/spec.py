@@ -1,0 +1,230 @@
+"""TaskSpec: the schema of task.toml (pydantic, strict, unknown keys rejected) and its error messages."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Scalar = str | int | float | bool
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class TaskSection(_Section):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+    description: str = ""
+    repo: str | None = None
+    workdir: str | None = None
+    command: Annotated[str, Field(min_length=1)]
+    eval: str | None = None
+    playbook: str | None = None
+
+
+class MetricSection(_Section):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_./-]+$")]
+    goal: Literal["min", "max"]
+    min_delta: Annotated[float, Field(ge=0)] = 0.0
+
+
+class BudgetSection(_Section):
+    steps: PositiveInt
+    trials: PositiveInt = 20
+    trial_minutes: PositiveFloat = 10.0
+    wall_hours: PositiveFloat | None = None
+    gpu_hours: PositiveFloat | None = None
+    crash_limit: PositiveInt = 5
+
+
+class RunSection(_Section):
+    executor: Literal["auto", "local", "slurm"] = "auto"
+    planner: Literal["auto", "offline"] = "auto"
+    parallel: PositiveInt = 1
+    root: str = ".ara"
+    poll_seconds: PositiveFloat = 2.0
+
+
+class ResourcesSection(_Section):
+    gpus_per_trial: Annotated[int, Field(ge=0)] = 0
+    cpus_per_trial: PositiveInt = 1
+    gpus: list[Annotated[int, Field(ge=0)]] = []
+
+
+class SlurmSection(_Section):
+    """sbatch options under Slurm's own names (underscores for dashes)."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time: Annotated[int, Field(gt=0)] | str | None = None
+    gres: str | None = None
+    gpus_per_node: PositiveInt | None = None
+    cpus_per_task: PositiveInt | None = None
+    mem: str | None = None
+    constraint: str | None = None
+    exclude: str | None = None
+    setup: list[str] = []
+    additional: dict[str, str | int | bool] = {}
+    wckey: str | None = None
+    signal_delay_s: Annotated[int, Field(ge=0)] | None = None
+    python: str | None = None
+    use_srun: bool = True
+    poll_seconds: PositiveFloat = 5.0  # one sacct call per this interval, however many jobs
+
+    @model_validator(mode="after")
+    def _shape(self) -> SlurmSection:
+        from .executors.sacct import time_minutes
+
+        if self.time is not None:
+            time_minutes(self.time)  # ValueError names the format
+        if self.gres is not None and self.gpus_per_node is not None:
+            raise ValueError("set either 'gres' or 'gpus_per_node', not both")
+        if self.gres is not None and not re.fullmatch(r"[A-Za-z0-9_-]+(:[A-Za-z0-9_.-]+)?:\d+", self.gres):
+            raise ValueError(f"gres {self.gres!r} is not name[:type]:count, e.g. gpu:a100:1")
+        if self.mem is not None and not re.fullmatch(r"\d+[KMGT]?B?", self.mem.upper()):
+            raise ValueError(f"mem {self.mem!r} is not a size such as 16G or 4000M")
+        return self
+
+
+class PlannerSection(_Section):
+    seed: int = 0
+
+
+class SurfaceSection(_Section):
+    allow: Annotated[list[str], Field(min_length=1)]
+    freeze: list[str] = []
+    max_file_kb: PositiveInt = 256
+
+
+class ParamSpec(_Section):
+    low: int | float | None = None
+    high: int | float | None = None
+    log: bool = False
+    step: Annotated[int | float, Field(gt=0)] | None = None
+    choices: list[Scalar] | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> ParamSpec:
+        if self.choices is not None:
+            if not self.choices or self.low is not None or self.high is not None:
+                raise ValueError("give either a non-empty 'choices' list or 'low' and 'high'")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("give either a non-empty 'choices' list or 'low' and 'high'")
+        if self.low >= self.high:
+            raise ValueError(f"'low' ({self.low}) must be below 'high' ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log-scale range needs 'low' > 0")
+        return self
+
+    @property
+    def is_int(self) -> bool:
+        """An integer range: both bounds (and the step, if any) written as integers in the TOML."""
+        return all(isinstance(v, int) for v in (self.low, self.high)) and (
+            self.step is None or isinstance(self.step, int)
+        )
+
+
+class SearchSection(_Section):
+    config: str | None = None
+    startup_trials: PositiveInt = 4
+    space: dict[str, ParamSpec] = {}
+
+    @model_validator(mode="after")
+    def _config_needed(self) -> SearchSection:
+        if self.space and not self.config:
+            raise ValueError("a search space needs 'config', the TOML file its keys live in")
+        return self
+
+
+class EditSpec(_Section):
+    path: str
+    search: str
+    replace: str
+
+
+class IdeaSpec(_Section):
+    title: Annotated[str, Field(min_length=1)]
+    rationale: str = ""
+    config: dict[str, Scalar] = {}
+    edits: list[EditSpec] = []
+
+    @model_validator(mode="after")
+    def _has_change(self) -> IdeaSpec:
+        if not self.config and not self.edits:
+            raise ValueError("an idea needs 'config' values or 'edits'")
+        return self
+
+
+class TaskSpec(_Section):
+    task: TaskSection
+    metric: MetricSection
+    budget: BudgetSection
+    surface: SurfaceSection
+    run: RunSection = RunSection()
+    resources: ResourcesSection = ResourcesSection()
+    planner: PlannerSection = PlannerSection()
+    slurm: SlurmSection = SlurmSection()
+    search: SearchSection = SearchSection()
+    ideas: list[IdeaSpec] = []
+
+
+# -- error formatting -----------------------------------------------------------------------
+
+
+def _section_of(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[str, type[BaseModel] | None]:
+    """Human location of a pydantic error and the model that owns its last key."""
+    owner: type[BaseModel] | None = model
+    parts: list[str] = []
+    for item in loc[:-1]:
+        if isinstance(item, int):
+            parts.append(f"#{item + 1}")
+            continue
+        field = owner.model_fields.get(item) if owner else None
+        parts.append(str(item))
+        owner = _model_in(field.annotation) if field else None
+    where = ".".join(parts).replace(".#", " #")
+    return (f"[{where}]" if where else "top level"), owner
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found:
+            return found
+    return None
+
+
+def format_validation_error(source: str, exc: ValidationError) -> str:
+    errors = exc.errors()
+    first = errors[0]
+    loc = tuple(first["loc"])
+    kind = first["type"]
+    if loc and isinstance(loc[-1], int):  # a whole item of a list failed, e.g. one [[ideas]] table
+        loc = (*loc, "")
+    where, owner = _section_of(TaskSpec, loc)
+    key = loc[-1] if loc else ""
+    if kind == "extra_forbidden" and owner is not None:
+        valid = ", ".join(owner.model_fields)
+        msg = f"unknown key {key!r} in {where}; valid keys: {valid}"
+    elif kind == "missing":
+        msg = f"missing key {key!r} in {where}"
+    else:
+        found = first.get("input")
+        expected = re.sub(r"^(Input should be|Value error,)\s*", "", first["msg"])
+        label = f"{where} {key}" if key else where
+        if kind.startswith(("model_", "dict_")) or kind == "value_error":
+            msg = f"{label}: {expected}"
+        else:
+            msg = f"{label}: found {found!r}, expected {expected}"
+    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    return f"{source}: {msg}{more}"
+
+
