@@ -70,7 +70,7 @@ def init(directory: Path, name: str | None, command: str | None, metric: str, go
 )
 def submit(task_file: Path, check: bool, overrides: tuple[str, ...]) -> None:
     """Validate TASK_FILE, start a run and drive it to the end (prints the run id first)."""
-    from .controller import launch
+    from .launcher import launch
     from .task import load_task
 
     task = load_task(task_file, list(overrides))

@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import tomli_w
-
 from . import report
 from .decide import Verdict, decide
 from .errors import BaselineError, EditError
-from .executors import Executor, JobSpec, LocalExecutor
+from .executors import Executor, JobSpec
 from .executors.base import JOB_FILE
 from .executors.runner import LOG_FILE
-from .executors.slurm import SlurmExecutor, slurm_parameters
 from .ledger import Ledger
-from .outcome import Outcome
-from .planners import OfflinePlanner, PlanContext, Planner
-from .rundir import RunDir, atomic_write_text, new_run_id, write_json
-from .task import Task, detect_gpus
+from .llm import LLM
+from .monitor import Monitor
+from .outcome import JobState, Outcome
+from .planners import PlanContext, Planner
+from .planners.base import PlannerUnavailable
+from .playbook import Playbook
+from .rundir import RunDir, atomic_write_text, write_json
+from .summarizer import RuleSummarizer, Summarizer
+from .task import Task
 from .trial import Decision, Trial, TrialState
 from .workspace import Workspace
+
+_PLANNER_FAILURES_TO_STOP = 5
 
 Echo = Callable[[str], None]
 
@@ -50,6 +52,10 @@ class Controller:
         executor: Executor,
         frozen: dict[str, str],
         *,
+        summarizer: Summarizer | None = None,
+        llm: LLM | None = None,
+        playbook: Playbook | None = None,
+        monitor: Monitor | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         echo: Echo = print,
@@ -72,6 +78,17 @@ class Controller:
         self._started = clock()
         self._count = 0
         self._watch = executor.watch
+        self.rules = RuleSummarizer(task.spec)
+        self.summarizer = summarizer or self.rules
+        self.llm = llm
+        self.playbook = playbook or Playbook.start(rundir.playbook, None, False)
+        self.monitor = monitor or Monitor(clock=clock)
+        self._llm_spent = False  # an LLM budget ran out: rules only from here on
+        self._planner_failures = 0
+        self._planner_paused_until = 0.0
+        self._early_stop: dict[str, str] = {}  # trial -> why the monitor cancelled it
+        self._guidance_offset = 0
+        self._llm_spent_reason = ""
 
     # -- logging ----------------------------------------------------------------------------
     def log(self, message: str) -> None:
@@ -112,6 +129,7 @@ class Controller:
         while self.executor.live():
             self._check_stop_request()
             self._collect()
+            self._watch_running()
             if self.executor.live():
                 self.sleep(self.spec.run.poll_seconds)
         done = self.ledger.trial(trial.id)
@@ -127,12 +145,16 @@ class Controller:
         while True:
             self._check_stop_request()
             self._collect()
+            self._watch_running()
             if not self.stopping:
                 self._check_budget()
             if not self.stopping and not self.exhausted:
                 self._fill()
             if self.executor.live() == 0 and (self.stopping or self.exhausted):
                 return
+            if self.executor.live() == 0 and self.clock() < self._planner_paused_until:
+                self.sleep(max(0.0, min(self._planner_paused_until - self.clock(), 60.0)))
+                continue
             self.sleep(self.spec.run.poll_seconds)
 
     def _check_stop_request(self) -> None:
@@ -166,6 +188,8 @@ class Controller:
             self.stopping = f"wall-clock budget spent ({limit.wall_hours:g} h)"
         elif limit.gpu_hours and sum(t.gpu_seconds or 0 for t in trials) >= limit.gpu_hours * 3600:
             self.stopping = f"GPU budget spent ({limit.gpu_hours:g} GPU-hours)"
+        elif self._llm_budget_spent():
+            self.stopping = self._llm_spent_reason
         else:
             streak = 0
             for trial in sorted((t for t in trials if t.decided_at), key=lambda t: t.decided_at or 0):
@@ -178,6 +202,42 @@ class Controller:
         if self.stopping:
             self.log(self.stopping + ("; waiting for running trials" if self.executor.live() else ""))
 
+    def _llm_budget_spent(self) -> bool:
+        limit = self.spec.budget
+        if not (limit.llm_usd or limit.llm_tokens):
+            return False
+        usd, tokens = self.ledger.llm_totals()
+        if limit.llm_usd and usd >= limit.llm_usd:
+            self._llm_spent_reason = f"LLM budget spent (${usd:.4f} of ${limit.llm_usd:g})"
+        elif limit.llm_tokens and tokens >= limit.llm_tokens:
+            self._llm_spent_reason = f"LLM token budget spent ({tokens} of {limit.llm_tokens})"
+        else:
+            return False
+        self._llm_spent = True
+        return True
+
+    def _flush_calls(self, shares: list[str] | None = None) -> None:
+        """Model calls since the last flush go to the ledger and the log, with their cost."""
+        if self.llm is None:
+            return
+        calls = self.llm.take_calls()
+        if not calls:
+            return
+        self.ledger.add_calls(calls, shares)
+        with self.rundir.controller_log.open("a", encoding="utf-8") as fh:
+            for c in calls:
+                fh.write(
+                    f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(c.at))} llm {c.role} {c.model}"
+                    f"{' ' + c.trial if c.trial else ''}: request {c.request_bytes} B, in {c.input_tokens} "
+                    f"+ cache write {c.cache_write_tokens} + cache read {c.cache_read_tokens}, out "
+                    f"{c.output_tokens}, ${c.cost_usd:.5f}, {c.duration_s:.1f} s"
+                    f"{', stop ' + c.stop_reason if c.stop_reason else ''}"
+                    f"{', error ' + c.error if c.error else ''}\n"
+                )
+
+    def _summarizer(self) -> Summarizer:
+        return self.rules if self._llm_spent else self.summarizer
+
     def _fill(self) -> None:
         """Keep every slot busy: plan as many hypotheses as there are free slots and budget."""
         while not self.stopping:
@@ -187,36 +247,80 @@ class Controller:
             n = min(free, left)
             if n <= 0:
                 return
+            if self.clock() < self._planner_paused_until:
+                return
             ctx = self._context(trials, left)
-            hypotheses = self.planner.propose(ctx, n)[:n]
+            try:
+                hypotheses = self.planner.propose(ctx, n)[:n]
+            except PlannerUnavailable as exc:
+                self._flush_calls()
+                self._planner_paused(str(exc))
+                return
+            self._planner_failures = 0
+            degraded = getattr(self.planner, "degraded", "")
+            if degraded:
+                self.log(f"planner API failed ({degraded}); this round comes from the offline planner")
+            if ctx.guidance and self.planner.name != "offline":
+                self.ledger.set_meta(guidance_offset=self._guidance_offset)
+                self.ledger.event(self.clock(), "guidance-read", ctx.guidance.strip()[:2000])
             if not hypotheses:
+                self._flush_calls()
                 self.exhausted = True
                 self.log(
                     "planner has nothing left to propose"
                     + ("; waiting for running trials" if self.executor.live() else "")
                 )
                 return
-            specs = []
+            specs, created = [], []
             for hypothesis in hypotheses:
                 parent = self.incumbent
                 assert parent is not None and parent.commit is not None
                 trial = self.ledger.add_trial(
                     hypothesis, parent=parent.commit, parent_trial=parent.id, now=self.clock()
                 )
+                created.append(trial.id)
                 spec = self._materialize(trial)
                 if spec:
                     specs.append(spec)
+            self._flush_calls(shares=created)  # a planning call's cost is shared by what it proposed
             if specs:
                 self._submit(specs)
             self._check_budget()
+
+    def _planner_paused(self, reason: str) -> None:
+        self._planner_failures += 1
+        wait = min(30.0 * 2 ** (self._planner_failures - 1), 600.0)
+        self._planner_paused_until = self.clock() + wait
+        self.ledger.event(self.clock(), "planner-unavailable", reason)
+        self.log(f"planner unavailable ({reason}); pausing planning for {wait:.0f} s")
+        if self._planner_failures >= _PLANNER_FAILURES_TO_STOP:
+            self.stopping = f"stopped: the planner failed {self._planner_failures} rounds in a row ({reason})"
+            self.log(self.stopping)
 
     def _context(self, trials: list[Trial], left: int) -> PlanContext:
         assert self.incumbent is not None and self.incumbent.commit is not None
         commit = self.incumbent.commit
         if self._files is None or self._files[0] != commit:
             self._files = (commit, self.ws.surface_files(commit))
-        guidance = self.rundir.guidance.read_text(encoding="utf-8") if self.rundir.guidance.exists() else ""
-        return PlanContext(self.task, trials, self.incumbent, self._files[1], left, guidance)
+        offset = int(self.ledger.meta().get("guidance_offset", 0))
+        guidance, self._guidance_offset = self.rundir.guidance_from(offset)
+        budget = self.spec.budget
+        notes = []
+        if budget.gpu_hours:
+            used = sum(t.gpu_seconds or 0 for t in trials) / 3600
+            notes.append(f"GPU-hours {budget.gpu_hours - used:.2f} of {budget.gpu_hours:g} left.")
+        if budget.llm_usd:
+            notes.append(f"LLM dollars {budget.llm_usd - self.ledger.llm_totals()[0]:.2f} left.")
+        return PlanContext(
+            self.task,
+            trials,
+            self.incumbent,
+            self._files[1],
+            left,
+            guidance,
+            playbook=self.playbook.text(),
+            budget_note=" ".join(notes),
+        )
 
     # -- one trial --------------------------------------------------------------------------
     def _materialize(self, trial: Trial) -> JobSpec | None:
@@ -307,10 +411,43 @@ class Controller:
             elif update.outcome is not None:
                 self._decide(trial, update.outcome)
 
+    def _watch_running(self) -> None:
+        """A bounded tail of each running log; the summarizer only when a rule fires."""
+        for trial in self.ledger.trials():
+            if trial.state is not TrialState.RUNNING or trial.id in self._early_stop:
+                continue
+            seen = self.monitor.look(trial.id, self.rundir.trial_dir(trial.id) / LOG_FILE)
+            if seen.rule is None:
+                continue
+            check = self._summarizer().check(trial, seen.tail, seen.rule)
+            self._flush_calls()
+            note = f"{check.health.value}: {check.note} ({check.by})"
+            self.ledger.event(self.clock(), "health", note, trial=trial.id)
+            self.log(f"{trial.id} {note}" + ("; cancelling it" if check.action == "cancel" else ""))
+            if check.action == "cancel":
+                self._early_stop[trial.id] = f"cancelled by the monitor: {check.health.value}: {check.note}"
+                self.executor.cancel(trial.id)
+
     def _decide(self, trial: Trial, outcome: Outcome) -> None:
         now = self.clock()
         best = self.incumbent.metric if self.incumbent else None
         verdict = decide(outcome, best, self.spec.metric.goal, self.spec.metric.min_delta)
+        if trial.id in self._early_stop and outcome.state is JobState.CANCELLED:
+            verdict = Verdict(Decision.CRASH, self._early_stop.pop(trial.id))
+        learning = self._learning(trial, outcome, verdict)
+        judgement = self._summarizer().judge(trial, outcome, verdict, self.incumbent, learning)
+        self._flush_calls()
+        if (
+            self.spec.decide.by == "summarizer"
+            and verdict.decision is Decision.KEEP
+            and judgement.advice == "revert"
+        ):
+            # Guardrail: the summarizer may veto a keep, never keep what the metric did not earn.
+            verdict = Verdict(
+                Decision.DISCARD, f"reverted on the summarizer's advice: {judgement.reason}", verdict.delta
+            )
+            learning = self._learning(trial, outcome, verdict)
+        self.monitor.forget(trial.id)
         self.ledger.update(
             trial,
             now,
@@ -329,8 +466,11 @@ class Controller:
             job_ended_at=outcome.ended_at,
             finished_at=now,
             decided_at=now,
-            learning=self._learning(trial, outcome, verdict),
+            learning=judgement.learning if judgement.by != "rules" else learning,
+            summary=judgement.summary,
         )
+        if verdict.decision is not Decision.REJECTED:
+            self.playbook.add(self.rundir.run_id, [f"{trial.id} {trial.learning}"])
         calls = getattr(self.executor, "sacct_calls", None)
         if calls is not None:
             self.ledger.set_meta(sacct_calls=calls, sacct_calls_at=now)
@@ -383,89 +523,3 @@ class Controller:
             self.ws.close()
             self.ledger.close()
             self.rundir.release()
-
-
-def make_executor(task: Task, rundir: RunDir) -> Executor:
-    """The executor the task resolved to: Slurm job arrays, or local processes."""
-    spec = task.spec
-    if task.executor == "slurm":
-        params = slurm_parameters(spec, job_name=f"ara-{rundir.run_id}", capacity=spec.run.parallel)
-        return SlurmExecutor(
-            spec.run.parallel,
-            rundir.path / "slurm",
-            params,
-            python=spec.slurm.python,
-            poll_interval=spec.slurm.poll_seconds,
-        )
-    return LocalExecutor(
-        capacity=spec.run.parallel,
-        gpus_per_job=spec.resources.gpus_per_trial,
-        gpu_ids=list(spec.resources.gpus) or detect_gpus(),
-    )
-
-
-def launch(
-    task: Task,
-    *,
-    planner: Planner | None = None,
-    executor: Executor | None = None,
-    clock: Callable[[], float] = time.time,
-    sleep: Callable[[float], None] = time.sleep,
-    echo: Echo = print,
-) -> Controller:
-    """Create the run directory, ledger and best branch for a validated task; return its controller."""
-    now = clock()
-    rundir = RunDir.create(task.run_root, new_run_id(task.name, now))
-    # The task as run (command-line overrides applied), readable by `ara report` and resume.
-    header = f"# ara: the task as submitted from {task.path}\n"
-    atomic_write_text(rundir.task_copy, header + tomli_w.dumps(task.data))
-    rundir.acquire()
-    ledger = Ledger.open(rundir.ledger)
-    spec = task.spec
-    ws = Workspace(
-        task.repo,
-        task.workdir,
-        rundir.run_id,
-        rundir.worktrees,
-        task.surface,
-        spec.surface.max_file_kb * 1024,
-    )
-    base = ws.head()
-    frozen = ws.frozen_hashes(base)
-    ws.start(base)
-    if executor is None:
-        executor = make_executor(task, rundir)
-    planner = planner or OfflinePlanner(spec)
-    ledger.set_meta(
-        run_id=rundir.run_id,
-        task=task.name,
-        task_path=str(task.path),
-        repo=str(task.repo),
-        workdir=task.workdir,
-        base_commit=base,
-        best_branch=ws.best_branch,
-        metric=spec.metric.name,
-        goal=spec.metric.goal,
-        executor=executor.name,
-        planner=planner.name,
-        parallel=executor.capacity,
-        trial_budget=spec.budget.trials,
-        wall_hours=spec.budget.wall_hours,
-        gpu_hours=spec.budget.gpu_hours,
-        watch=executor.watch,
-        state="running",
-        created_at=now,
-        host=socket.gethostname(),
-        pid=os.getpid(),
-        frozen=frozen,
-    )
-    ledger.event(now, "run-started", f"{task.name} at {base[:7]}")
-    controller = Controller(
-        task, rundir, ledger, ws, planner, executor, frozen, clock=clock, sleep=sleep, echo=echo
-    )
-    controller.log(
-        f"run {rundir.run_id}: {task.name}, {executor.name} executor x{executor.capacity}, "
-        f"{planner.name} planner, {spec.budget.trials} trials of {spec.budget.steps} steps; "
-        f"dir {rundir.path}"
-    )
-    return controller

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .hypothesis import Hypothesis
+from .llm import Call
 from .rundir import atomic_write_text
 from .trial import Decision, Trial, TrialState, trial_id
 
@@ -56,6 +57,28 @@ MIGRATIONS: list[str] = [
     ALTER TABLE trials ADD COLUMN node TEXT;
     ALTER TABLE trials ADD COLUMN job_started_at REAL;
     ALTER TABLE trials ADD COLUMN job_ended_at REAL;
+    """,
+    # 3: model calls (never prompts or headers) and what each trial cost in tokens and dollars
+    """
+    CREATE TABLE llm_calls (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        role TEXT NOT NULL,
+        model TEXT NOT NULL,
+        trial TEXT,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        cache_write_tokens INTEGER NOT NULL,
+        cache_read_tokens INTEGER NOT NULL,
+        cost_usd REAL NOT NULL,
+        request_bytes INTEGER NOT NULL,
+        duration_s REAL NOT NULL,
+        stop_reason TEXT NOT NULL DEFAULT '',
+        error TEXT NOT NULL DEFAULT ''
+    );
+    ALTER TABLE trials ADD COLUMN summary TEXT NOT NULL DEFAULT '';
+    ALTER TABLE trials ADD COLUMN llm_usd REAL NOT NULL DEFAULT 0;
+    ALTER TABLE trials ADD COLUMN llm_tokens INTEGER NOT NULL DEFAULT 0;
     """,
 ]
 
@@ -173,6 +196,49 @@ class Ledger:
             "INSERT INTO events(at, trial, kind, detail) VALUES(?, ?, ?, ?)", (now, trial, kind, detail)
         )
 
+    # -- model calls ------------------------------------------------------------------------
+    def add_calls(self, calls: list[Call], shares: list[str] | None = None) -> None:
+        """Record calls; a call's tokens and cost go to its trial, or are split over `shares`."""
+        with self._tx():
+            for call in calls:
+                self.conn.execute(
+                    "INSERT INTO llm_calls(at, role, model, trial, input_tokens, output_tokens, "
+                    "cache_write_tokens, cache_read_tokens, cost_usd, request_bytes, duration_s, "
+                    "stop_reason, error) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        call.at,
+                        call.role,
+                        call.model,
+                        call.trial,
+                        call.input_tokens,
+                        call.output_tokens,
+                        call.cache_write_tokens,
+                        call.cache_read_tokens,
+                        call.cost_usd,
+                        call.request_bytes,
+                        call.duration_s,
+                        call.stop_reason,
+                        call.error,
+                    ),
+                )
+                owners = [call.trial] if call.trial else list(shares or [])
+                for owner in owners:
+                    self.conn.execute(
+                        "UPDATE trials SET llm_usd = llm_usd + ?, llm_tokens = llm_tokens + ? WHERE id = ?",
+                        (call.cost_usd / len(owners), call.tokens // len(owners), owner),
+                    )
+
+    def calls(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute("SELECT * FROM llm_calls ORDER BY id")]
+
+    def llm_totals(self) -> tuple[float, int]:
+        """Dollars and tokens (input, output, cache writes and reads) of every call so far."""
+        row = self.conn.execute(
+            "SELECT COALESCE(SUM(cost_usd), 0), COALESCE(SUM(input_tokens + output_tokens "
+            "+ cache_write_tokens + cache_read_tokens), 0) FROM llm_calls"
+        ).fetchone()
+        return float(row[0]), int(row[1])
+
     def trials(self) -> list[Trial]:
         return [_trial(r) for r in self.conn.execute("SELECT * FROM trials ORDER BY seq")]
 
@@ -242,4 +308,7 @@ def _trial(row: sqlite3.Row) -> Trial:
         node=row["node"],
         job_started_at=row["job_started_at"],
         job_ended_at=row["job_ended_at"],
+        summary=row["summary"],
+        llm_usd=row["llm_usd"],
+        llm_tokens=row["llm_tokens"],
     )

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 TAIL_BYTES = 4096
@@ -42,3 +45,59 @@ def diagnose(log_tail: str) -> str | None:
         errors = _TRACEBACK_LAST.findall(log_tail)
         return f"traceback: {errors[-1][0][:200]}" if errors else "traceback"
     return None
+
+
+@dataclass
+class Observation:
+    """What one poll saw of a running trial: its bounded tail and a rule that newly fired."""
+
+    tail: str
+    rule: str | None
+    size: int
+
+
+@dataclass
+class _Seen:
+    size: int = -1
+    grew_at: float = 0.0
+    fired: set[str] = field(default_factory=set)
+
+
+@dataclass
+class Monitor:
+    """Reads at most `tail_bytes` of each running log per poll, whatever the log's size.
+
+    Rules fire once per trial: NaN/inf loss, traceback, out of memory, and no output for
+    `stall_s` seconds. `bytes_read` counts what was read, so the bound can be measured.
+    """
+
+    tail_bytes: int = TAIL_BYTES
+    stall_s: float = 600.0
+    clock: Callable[[], float] = time.time
+    bytes_read: int = 0
+    _seen: dict[str, _Seen] = field(default_factory=dict)
+
+    def look(self, trial_id: str, log: Path) -> Observation:
+        now = self.clock()
+        seen = self._seen.setdefault(trial_id, _Seen(grew_at=now))
+        try:
+            size = log.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        if size != seen.size:
+            seen.size, seen.grew_at = size, now
+        text = tail(log, self.tail_bytes)
+        self.bytes_read += len(text.encode("utf-8", errors="replace"))
+        rule = diagnose(text)
+        if rule is None and now - seen.grew_at >= self.stall_s:
+            rule = f"stalled: no log output for {(now - seen.grew_at) / 60:.0f} min"
+        if rule is not None:
+            key = rule.split(":", 1)[0]
+            if key in seen.fired:
+                rule = None
+            else:
+                seen.fired.add(key)
+        return Observation(text, rule, size)
+
+    def forget(self, trial_id: str) -> None:
+        self._seen.pop(trial_id, None)

@@ -78,6 +78,10 @@ class RunDir:
         return self.path / "guidance.md"
 
     @property
+    def playbook(self) -> Path:
+        return self.path / "playbook.md"
+
+    @property
     def controller_log(self) -> Path:
         return self.path / "controller.log"
 
@@ -149,6 +153,22 @@ class RunDir:
         holder = self.lock_holder()
         if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
             self.lock_path.unlink(missing_ok=True)
+
+    # -- guidance (appended by `ara guide`, read by the controller from where it left off) ----
+    def add_guidance(self, text: str, now: float) -> None:
+        stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(now))
+        with self.guidance.open("a", encoding="utf-8") as fh:
+            fh.write(f"- {stamp}: {' '.join(text.split())}\n")
+
+    def guidance_from(self, offset: int) -> tuple[str, int]:
+        """Guidance appended after byte `offset`, and the new offset."""
+        try:
+            with self.guidance.open("rb") as fh:
+                fh.seek(offset)
+                data = fh.read()
+        except FileNotFoundError:
+            return "", offset
+        return data.decode("utf-8", errors="replace"), offset + len(data)
 
     # -- stop requests (written by `ara stop`, read by the controller) ------------------------
     def request_stop(self, cancel: bool) -> None:

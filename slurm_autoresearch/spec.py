@@ -38,12 +38,15 @@ class BudgetSection(_Section):
     trial_minutes: PositiveFloat = 10.0
     wall_hours: PositiveFloat | None = None
     gpu_hours: PositiveFloat | None = None
+    llm_usd: PositiveFloat | None = None
+    llm_tokens: PositiveInt | None = None
     crash_limit: PositiveInt = 5
 
 
 class RunSection(_Section):
     executor: Literal["auto", "local", "slurm"] = "auto"
-    planner: Literal["auto", "offline"] = "auto"
+    planner: Literal["auto", "offline", "anthropic"] = "auto"
+    summarizer: Literal["auto", "rules", "anthropic"] = "auto"
     parallel: PositiveInt = 1
     root: str = ".ara"
     poll_seconds: PositiveFloat = 2.0
@@ -161,6 +164,43 @@ class IdeaSpec(_Section):
         return self
 
 
+Effort = Literal["low", "medium", "high", "xhigh", "max"]
+
+
+class PriceSpec(_Section):
+    """US dollars per million tokens; cache prices default to 1.25x (write) and 0.1x (read) input."""
+
+    input: Annotated[float, Field(ge=0)]
+    output: Annotated[float, Field(ge=0)]
+    cache_write: Annotated[float, Field(ge=0)] | None = None
+    cache_read: Annotated[float, Field(ge=0)] | None = None
+
+
+class ModelsSection(_Section):
+    planner: str = "claude-opus-5-5"
+    summarizer: str = "claude-haiku-5-5"
+    planner_effort: Effort | None = "medium"
+    summarizer_effort: Effort | None = "low"
+    planner_max_tokens: PositiveInt = 16000
+    summarizer_max_tokens: PositiveInt = 1000
+    timeout_s: PositiveFloat = 300.0
+    max_retries: Annotated[int, Field(ge=0)] = 4
+    prices: dict[str, PriceSpec] = {}
+
+
+class DecideSection(_Section):
+    by: Literal["rules", "summarizer"] = "rules"
+
+
+class PlaybookSection(_Section):
+    persist: bool = False
+
+
+class MonitorSection(_Section):
+    tail_kb: Annotated[int, Field(ge=1, le=64)] = 4
+    stall_minutes: PositiveFloat = 10.0
+
+
 class TaskSpec(_Section):
     task: TaskSection
     metric: MetricSection
@@ -170,6 +210,10 @@ class TaskSpec(_Section):
     resources: ResourcesSection = ResourcesSection()
     planner: PlannerSection = PlannerSection()
     slurm: SlurmSection = SlurmSection()
+    models: ModelsSection = ModelsSection()
+    decide: DecideSection = DecideSection()
+    playbook: PlaybookSection = PlaybookSection()
+    monitor: MonitorSection = MonitorSection()
     search: SearchSection = SearchSection()
     ideas: list[IdeaSpec] = []
 
@@ -226,5 +270,3 @@ def format_validation_error(source: str, exc: ValidationError) -> str:
             msg = f"{label}: found {found!r}, expected {expected}"
     more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
     return f"{source}: {msg}{more}"
-
-

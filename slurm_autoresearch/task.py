@@ -31,6 +31,7 @@ class Task:
     surface: EditSurface
     executor: str
     planner: str
+    summarizer: str = "rules"
     data: dict[str, Any] = dataclasses.field(default_factory=dict)  # the TOML as read, overrides applied
 
     @property
@@ -190,6 +191,9 @@ def load_task(path: str | Path, overrides: list[str] | None = None) -> Task:
     finally:
         ws.close()
 
+    planner = _resolve_model_role(source, "planner", spec.run.planner, "offline")
+    summarizer = _resolve_model_role(source, "summarizer", spec.run.summarizer, "rules")
+    _check_prices(source, spec, {"planner": planner, "summarizer": summarizer})
     executor = _resolve_executor(source, spec)
     if executor == "slurm":
         _check_slurm(source, spec)
@@ -202,9 +206,38 @@ def load_task(path: str | Path, overrides: list[str] | None = None) -> Task:
         workdir=workdir,
         surface=surface,
         executor=executor,
-        planner="offline",  # the Claude planner arrives with its own issue; auto means offline until then
+        planner=planner,
+        summarizer=summarizer,
         data=data,
     )
+
+
+def _has_key() -> bool:
+    return bool(os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN"))
+
+
+def _resolve_model_role(source: str, role: str, choice: str, without: str) -> str:
+    """`auto` is the Claude model where an API key is set, and `without` (no model) otherwise."""
+    if choice == "anthropic" and not _has_key():
+        raise TaskError(
+            f'{source}: [run] {role} = "anthropic" needs ANTHROPIC_API_KEY in the environment; '
+            f'set it or use {role} = "{without}"'
+        )
+    if choice == "auto":
+        return "anthropic" if _has_key() else without
+    return choice
+
+
+def _check_prices(source: str, spec: TaskSpec, task_roles: dict[str, str]) -> None:
+    from .llm import price
+
+    for role, resolved in task_roles.items():
+        model = getattr(spec.models, role)
+        if resolved == "anthropic" and price(spec.models, model) is None:
+            raise TaskError(
+                f'{source}: [models] {role} = "{model}" has no known price; add '
+                f'[models.prices."{model}"] with input and output dollars per million tokens'
+            )
 
 
 def _resolve_executor(source: str, spec: TaskSpec) -> str:

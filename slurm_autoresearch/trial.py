@@ -63,6 +63,9 @@ class Trial:
     node: str | None = None
     job_started_at: float | None = None  # the job's own start and end (scheduler or runner clock)
     job_ended_at: float | None = None
+    summary: str = ""  # the summarizer's paragraph
+    llm_usd: float = 0.0  # model calls attributed to this trial (its share of planning, its summaries)
+    llm_tokens: int = 0
 
 
 def trial_id(seq: int) -> str:

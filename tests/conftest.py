@@ -71,6 +71,8 @@ trials = {trials}
 
 [run]
 executor = "local"
+planner = "offline"
+summarizer = "rules"
 parallel = {parallel}
 poll_seconds = 0.05
 

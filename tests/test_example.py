@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from slurm_autoresearch.controller import launch
+from slurm_autoresearch.launcher import launch
 from slurm_autoresearch.ledger import Ledger
 from slurm_autoresearch.task import load_task
 from slurm_autoresearch.trial import Decision

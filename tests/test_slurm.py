@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from slurm_autoresearch.controller import launch
 from slurm_autoresearch.executors import SlurmExecutor
+from slurm_autoresearch.launcher import launch
 from slurm_autoresearch.ledger import Ledger
 from slurm_autoresearch.outcome import JobState
 from slurm_autoresearch.status import status_document

@@ -19,7 +19,13 @@ class PlanContext:
     incumbent: Trial | None
     files: dict[str, str]  # editable files of the incumbent commit, workdir-relative
     trials_left: int
-    guidance: str = ""
+    guidance: str = ""  # pending `ara guide` text, not yet shown to a planner
+    playbook: str = ""
+    budget_note: str = ""  # other budgets left, in words (GPU-hours, dollars)
+
+
+class PlannerUnavailable(Exception):
+    """The planner cannot answer now (its API is down) and has no fallback: pause, do not stop."""
 
 
 class Planner(Protocol):
