@@ -44,22 +44,18 @@ def tokens(text: str) -> int:
     return math.ceil(len(text) / 4)
 
 
-def _cached_prefix(body: dict[str, Any]) -> str:
-    """Tools and system blocks up to the last cache_control marker (the API's prefix order)."""
+def _cache_prefixes(body: dict[str, Any]) -> list[str]:
+    """The prompt prefixes ending at each cache_control marker, in the API's order: tools, system."""
     parts: list[str] = []
-    prefix = ""
-    for tool in body.get("tools") or []:
-        parts.append(json.dumps(tool, sort_keys=True))
-        if "cache_control" in tool:
-            prefix = "".join(parts)
+    prefixes: list[str] = []
     system = body.get("system") or []
     if isinstance(system, str):
         system = [{"type": "text", "text": system}]
-    for block in system:
+    for block in [*(body.get("tools") or []), *system]:
         parts.append(json.dumps(block, sort_keys=True))
         if "cache_control" in block:
-            prefix = "".join(parts)
-    return prefix
+            prefixes.append("".join(parts))
+    return prefixes
 
 
 def message(
@@ -82,7 +78,8 @@ class FakeClaude:
 
     def __init__(self, port: int = 0) -> None:
         self.requests: list[dict[str, Any]] = []
-        self.script: deque[Reply] = deque()
+        self.script: deque[Reply] = deque()  # for any request
+        self.by_tool: dict[str, deque[Reply]] = {}  # for requests forcing that tool, first
         self._cache: set[str] = set()
         self._lock = threading.Lock()
         fake = self
@@ -110,9 +107,14 @@ class FakeClaude:
                 )
                 with fake._lock:
                     fake.requests.append(
-                        {"path": self.path, "headers": dict(self.headers), "body": body, "size": len(raw)}
+                        {
+                            "path": self.path,
+                            "headers": {k.lower(): v for k, v in self.headers.items()},
+                            "body": body,
+                            "size": len(raw),
+                        }
                     )
-                    reply = fake.script.popleft() if fake.script else Reply()
+                    reply = fake.next_reply(body)
                 if not auth:
                     self._send(
                         401,
@@ -164,9 +166,21 @@ class FakeClaude:
         self.server.shutdown()
         self.server.server_close()
 
-    def push(self, *replies: Reply) -> None:
+    def push(self, *replies: Reply, tool: str | None = None) -> None:
+        """Script the next replies: to any request, or only to requests forcing `tool`."""
         with self._lock:
-            self.script.extend(replies)
+            (self.by_tool.setdefault(tool, deque()) if tool else self.script).extend(replies)
+
+    def next_reply(self, body: dict[str, Any]) -> Reply:
+        tool = (body.get("tool_choice") or {}).get("name") if isinstance(body, dict) else None
+        queue = self.by_tool.get(tool or "")
+        if queue:
+            return queue.popleft()
+        return self.script.popleft() if self.script else Reply()
+
+    def calls(self, tool: str) -> list[dict[str, Any]]:
+        """Requests that forced `tool` (propose_hypotheses, report_health, judge_trial)."""
+        return [r for r in self.requests if (r["body"].get("tool_choice") or {}).get("name") == tool]
 
     def messages(self) -> list[dict[str, Any]]:
         return [
@@ -178,21 +192,26 @@ class FakeClaude:
     # -- answers ------------------------------------------------------------------------------
     def usage(self, body: dict[str, Any], output: str) -> dict[str, int]:
         total = tokens(json.dumps({k: body.get(k) for k in ("tools", "system", "messages")}, sort_keys=True))
-        prefix = _cached_prefix(body)
         usage = {
             "input_tokens": total,
             "output_tokens": tokens(output),
             "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": 0,
         }
-        if prefix:
-            key = hashlib.sha256(prefix.encode()).hexdigest()
-            cached = min(tokens(prefix), total)
-            usage["input_tokens"] = total - cached
+        prefixes = _cache_prefixes(body)
+        if prefixes:
+            keys = [hashlib.sha256(p.encode()).hexdigest() for p in prefixes]
             with self._lock:
-                hit = key in self._cache
-                self._cache.add(key)
-            usage["cache_read_input_tokens" if hit else "cache_creation_input_tokens"] = cached
+                hits = [k in self._cache for k in keys]
+                self._cache.update(keys)
+            # The longest prefix seen before is read from the cache; the rest up to the last marker
+            # is written to it.
+            read = max((tokens(p) for p, hit in zip(prefixes, hits, strict=True) if hit), default=0)
+            written = tokens(prefixes[-1]) - read
+            read, written = min(read, total), min(written, total - min(read, total))
+            usage["input_tokens"] = total - read - written
+            usage["cache_read_input_tokens"] = read
+            usage["cache_creation_input_tokens"] = written
         return usage
 
     def answer(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:

@@ -171,6 +171,21 @@ def report(run: str | None, root: Path | None) -> None:
 
 
 @main.command()
+@click.argument("run")
+@click.argument("text")
+@root_option
+def guide(run: str, text: str, root: Path | None) -> None:
+    """Queue guidance TEXT for RUN's next planning round (the ledger records when it is read)."""
+    from .rundir import find_run
+
+    if not text.strip():
+        raise UsageError("guidance text is empty; say what the planner should try or avoid")
+    rundir = find_run(run, root)
+    rundir.add_guidance(text, time.time())
+    click.echo(f"queued for the next planning round of {rundir.run_id}: {' '.join(text.split())}")
+
+
+@main.command()
 @click.argument("run", required=False)
 @click.option("--cancel", is_flag=True, help="Cancel running jobs too (recorded as crashes).")
 @root_option

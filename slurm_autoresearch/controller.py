@@ -318,7 +318,7 @@ class Controller:
             self._files[1],
             left,
             guidance,
-            playbook=self.playbook.text(),
+            playbook=self.playbook.initial,
             budget_note=" ".join(notes),
         )
 
@@ -437,12 +437,10 @@ class Controller:
         learning = self._learning(trial, outcome, verdict)
         judgement = self._summarizer().judge(trial, outcome, verdict, self.incumbent, learning)
         self._flush_calls()
-        if (
-            self.spec.decide.by == "summarizer"
-            and verdict.decision is Decision.KEEP
-            and judgement.advice == "revert"
-        ):
-            # Guardrail: the summarizer may veto a keep, never keep what the metric did not earn.
+        # Guardrail: the summarizer may veto a keep, never keep what the metric did not earn; and
+        # never the baseline's, which is what everything else is compared with.
+        vetoed = verdict.decision is Decision.KEEP and judgement.advice == "revert" and best is not None
+        if self.spec.decide.by == "summarizer" and vetoed:
             verdict = Verdict(
                 Decision.DISCARD, f"reverted on the summarizer's advice: {judgement.reason}", verdict.delta
             )

@@ -75,6 +75,8 @@ class Monitor:
     stall_s: float = 600.0
     clock: Callable[[], float] = time.time
     bytes_read: int = 0
+    looks: int = 0
+    max_read: int = 0  # the most read in one look: bounded by tail_bytes however large the log
     _seen: dict[str, _Seen] = field(default_factory=dict)
 
     def look(self, trial_id: str, log: Path) -> Observation:
@@ -87,7 +89,10 @@ class Monitor:
         if size != seen.size:
             seen.size, seen.grew_at = size, now
         text = tail(log, self.tail_bytes)
-        self.bytes_read += len(text.encode("utf-8", errors="replace"))
+        read = len(text.encode("utf-8", errors="replace"))
+        self.bytes_read += read
+        self.looks += 1
+        self.max_read = max(self.max_read, read)
         rule = diagnose(text)
         if rule is None and now - seen.grew_at >= self.stall_s:
             rule = f"stalled: no log output for {(now - seen.grew_at) / 60:.0f} min"

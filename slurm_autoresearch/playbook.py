@@ -21,13 +21,16 @@ class Playbook:
     run_copy: Path
     source: Path | None = None
     persist: bool = False
+    initial: str = ""  # as the run began: what the planner reads (this run's learnings are in its history)
 
     @classmethod
     def start(cls, run_copy: Path, source: Path | None, persist: bool) -> Playbook:
         text = source.read_text(encoding="utf-8") if source and source.is_file() else generic_playbook()
-        if not run_copy.exists():
+        if run_copy.exists():
+            text = run_copy.read_text(encoding="utf-8")
+        else:
             run_copy.write_text(text, encoding="utf-8")
-        return cls(run_copy, source if source and source.is_file() else None, persist)
+        return cls(run_copy, source if source and source.is_file() else None, persist, text)
 
     def text(self) -> str:
         try:

@@ -57,9 +57,13 @@ def trial_report(rundir: RunDir, spec: TaskSpec, trial: Trial, outcome: Outcome 
             f"- resources: {outcome.elapsed:.1f} s wall, {gpus} GPU(s), "
             f"{outcome.gpu_seconds:.0f} GPU-seconds, peak memory {_fmt(outcome.memory_gb, '.2f')} GB",
         ]
+        if trial.llm_tokens:
+            lines.append(f"- model calls: {trial.llm_tokens} tokens, ${trial.llm_usd:.4f}")
         other = {k: v for k, v in outcome.metrics.items() if k != metric}
         if other:
             lines.append("- other metrics: " + ", ".join(f"{k} {v:.6g}" for k, v in sorted(other.items())))
+    if trial.summary:
+        lines += ["", "## Summary", "", trial.summary]
     lines += ["", "## Hypothesis", "", h.rationale or "(no rationale given)"]
     if h.expected:
         lines += ["", f"Expected: {h.expected}"]
@@ -107,7 +111,8 @@ def write_run_report(rundir: RunDir, spec: TaskSpec, ledger: Ledger) -> Path:
         )
     lines += [
         f"- trials: {len(trials)} of {spec.budget.trials} "
-        f"({', '.join(f'{counts[d]} {d.value}' for d in Decision)}), {gpu_s / 3600:.2f} GPU-hours",
+        f"({', '.join(f'{counts[d]} {d.value}' for d in Decision)}), {gpu_s / 3600:.2f} GPU-hours, "
+        f"model calls ${ledger.llm_totals()[0]:.4f} ({ledger.llm_totals()[1]} tokens)",
         "",
         "![progress](progress.png)",
         "",

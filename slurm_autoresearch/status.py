@@ -26,6 +26,8 @@ def _trial(t: Trial) -> dict[str, Any]:
         "elapsed": t.elapsed,
         "gpu_seconds": t.gpu_seconds,
         "node": t.node,
+        "llm_usd": round(t.llm_usd, 6),
+        "llm_tokens": t.llm_tokens,
         "job_started_at": t.job_started_at,
         "job_ended_at": t.job_ended_at,
         "title": t.title,
@@ -55,6 +57,7 @@ def status_document(rundir: RunDir, ledger: Ledger, now: float | None = None) ->
     ended = meta.get("ended_at")
     wall_hours = meta.get("wall_hours")
     holder = rundir.lock_holder()
+    llm_usd, llm_tokens = ledger.llm_totals()
     return {
         "schema": SCHEMA,
         "run": {
@@ -69,6 +72,7 @@ def status_document(rundir: RunDir, ledger: Ledger, now: float | None = None) ->
             "best_branch": meta.get("best_branch"),
             "executor": meta.get("executor"),
             "planner": meta.get("planner"),
+            "summarizer": meta.get("summarizer"),
             "parallel": meta.get("parallel"),
             "watch": meta.get("watch"),
             "created_at": created,
@@ -86,6 +90,8 @@ def status_document(rundir: RunDir, ledger: Ledger, now: float | None = None) ->
                 "used": round(sum(t.gpu_seconds or 0 for t in trials), 1),
                 "limit": meta["gpu_hours"] * 3600 if meta.get("gpu_hours") else None,
             },
+            "llm_usd": {"used": round(llm_usd, 6), "limit": meta.get("llm_usd")},
+            "llm_tokens": {"used": llm_tokens, "limit": meta.get("llm_tokens")},
         },
         "incumbent": None
         if incumbent is None

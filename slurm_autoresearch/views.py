@@ -32,6 +32,13 @@ def print_status(doc: dict[str, Any], console: Console | None = None) -> None:
     if run.get("watch"):
         style = "yellow" if "degraded" in run["watch"] else None
         console.print(f"jobs watched with {escape(run['watch'])}", style=style)
+    if budget.get("llm_tokens", {}).get("used"):
+        usd = budget["llm_usd"]
+        limit = f" of ${usd['limit']:g}" if usd.get("limit") else ""
+        console.print(
+            f"model calls: ${usd['used']:.4f}{limit}, {budget['llm_tokens']['used']} tokens "
+            f"({run.get('planner')} planner, {run.get('summarizer')} summarizer)"
+        )
     trials_budget = budget["trials"]
     line = (
         f"trials {trials_budget['used']}/{trials_budget['limit']}, "

@@ -29,6 +29,7 @@ value = -(cfg["x"] - 3) ** 2 - (cfg["y"] + 1) ** 2
 if cfg.get("nan", False):
     value = math.nan
     print("step 5 loss nan", flush=True)
+    time.sleep(cfg.get("after_sleep", 0.0))
 with open("pred.txt", "w") as fh:
     fh.write(repr(value))
 print(f"step {steps}/{steps} loss 0.5", flush=True)
@@ -163,3 +164,50 @@ def slurm_cluster() -> None:
     if os.environ.get("ARA_REQUIRE_SLURM") == "1":
         pytest.fail("ARA_REQUIRE_SLURM=1 but no Slurm cluster answers: run `scripts/slurm start` (as root)")
     pytest.skip("no Slurm cluster here: `scripts/slurm start` makes one; CI sets ARA_REQUIRE_SLURM=1")
+
+
+def _fake_module():  # type: ignore[no-untyped-def]
+    """scripts/fake_claude.py, loaded by path: scripts are not part of the package."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "fake_claude.py"
+    if "fake_claude" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("fake_claude", path)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["fake_claude"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["fake_claude"]
+
+
+API_KEY = "sk-ant-test-0123456789abcdefSECRET"
+
+
+@pytest.fixture
+def fake_claude(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """A fake Messages API on loopback; the real anthropic SDK reaches it through ANTHROPIC_BASE_URL."""
+    fake = _fake_module().FakeClaude().start()
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.url)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", API_KEY)
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+def claude_task(
+    repo: Path,
+    extra: str = "",
+    *,
+    trials: int = 4,
+    parallel: int = 1,
+    summarizer: str = "anthropic",
+    models: str = "",
+) -> Path:
+    path = write_task(repo, extra, trials=trials, parallel=parallel)
+    text = path.read_text().replace('planner = "offline"', 'planner = "anthropic"')
+    text = text.replace('summarizer = "rules"', f'summarizer = "{summarizer}"')
+    text += "\n[models]\nmax_retries = 2\ntimeout_s = 20\n" + models
+    path.write_text(text)
+    return path

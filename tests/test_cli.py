@@ -188,3 +188,15 @@ def _processes_under(root: Path) -> list[int]:
             if cwd.startswith(str(root.resolve())):
                 found.append(int(proc.name))
     return found
+
+
+def test_guide_queues_text_for_the_next_round(toy_repo: Path) -> None:
+    path = write_task(toy_repo, trials=2)
+    code, output = _invoke(["submit", str(path)], toy_repo)
+    run_id = re.search(r"run id: (\S+)", output).group(1)  # type: ignore[union-attr]
+    code, output = _invoke(["guide", run_id, "try   larger x values"], toy_repo)
+    assert code == 0 and "queued for the next planning round" in output
+    guidance = (toy_repo / ".ara" / "runs" / run_id / "guidance.md").read_text()
+    assert guidance.rstrip().endswith("try larger x values")
+    code, output = _invoke(["guide", run_id, "  "], toy_repo)
+    assert code == 2 and "guidance text is empty" in output

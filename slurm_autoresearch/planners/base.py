@@ -20,7 +20,7 @@ class PlanContext:
     files: dict[str, str]  # editable files of the incumbent commit, workdir-relative
     trials_left: int
     guidance: str = ""  # pending `ara guide` text, not yet shown to a planner
-    playbook: str = ""
+    playbook: str = ""  # as the run began (earlier runs' learnings included): stable, cacheable
     budget_note: str = ""  # other budgets left, in words (GPU-hours, dollars)
 
 

@@ -35,6 +35,12 @@ class ClaudePlanner:
         return self.fallback.baseline(files)
 
     def propose(self, ctx: PlanContext, n: int) -> list[Hypothesis]:
+        backlog = self.fallback.backlog(ctx, n)  # the researcher's own ideas go first
+        if len(backlog) >= n:
+            return backlog
+        return backlog + self._ask(ctx, n - len(backlog))
+
+    def _ask(self, ctx: PlanContext, n: int) -> list[Hypothesis]:
         models = ctx.task.spec.models
         try:
             result = self.llm.tool_call(

@@ -67,12 +67,13 @@ class OfflinePlanner:
 
     # -- proposals --------------------------------------------------------------------------
     def propose(self, ctx: PlanContext, n: int) -> list[Hypothesis]:
-        out = self._from_backlog(ctx, n)
+        out = self.backlog(ctx, n)
         if len(out) < n and self.spec.search.space:
             out += self._sample(ctx, n - len(out), out)
         return out
 
-    def _from_backlog(self, ctx: PlanContext, n: int) -> list[Hypothesis]:
+    def backlog(self, ctx: PlanContext, n: int) -> list[Hypothesis]:
+        """The researcher's untried ideas, in order: they come before anything sampled or generated."""
         tried = {t.title for t in ctx.trials}
         out = []
         for idea in self.spec.ideas:

@@ -8,9 +8,9 @@ from typing import Any
 from ..trial import Decision, Trial
 from .base import PlanContext
 
-RECENT_TRIALS = 25  # trials shown one line each; older ones are summarized
-OLDER_KEPT = 10
-OLDER_LEARNINGS = 15
+RECENT_TRIALS = 15  # trials shown one line each; older ones are summarized in a few lines
+OLDER_KEPT = 5
+OLDER_LEARNINGS = 8
 FILES_BUDGET_BYTES = 200_000  # editable files beyond this are listed by name only
 
 INSTRUCTIONS = """\
@@ -85,8 +85,8 @@ def history_text(ctx: PlanContext) -> str:
             f"Earlier: {len(older)} trials ({', '.join(f'{n} {k}' for k, n in sorted(counts.items()))})."
         )
         if kept:
-            lines.append("Kept earlier, in order: " + "; ".join(f"{t.id} {t.title[:80]}" for t in kept))
-        lines += [f"- {learning[:160]}" for learning in learnings]
+            lines.append("Kept earlier, in order: " + "; ".join(f"{t.id} {t.title[:60]}" for t in kept))
+        lines += [f"- {learning[:120]}" for learning in learnings]
     lines += [_line(t, metric) for t in recent]
     return "\n".join(lines)
 
