@@ -7,10 +7,15 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from .errors import AraError, UsageError
+
+if TYPE_CHECKING:
+    from .rundir import RunDir
+    from .task import Task
 
 root_option = click.option(
     "--root",
@@ -68,9 +73,13 @@ def init(directory: Path, name: str | None, command: str | None, metric: str, go
     metavar="SECTION.KEY=VALUE",
     help="Override a task key for this run, e.g. --set run.executor=slurm (repeatable).",
 )
-def submit(task_file: Path, check: bool, overrides: tuple[str, ...]) -> None:
-    """Validate TASK_FILE, start a run and drive it to the end (prints the run id first)."""
-    from .launcher import launch
+@click.option("--detach", is_flag=True, help="Run the controller in the background; print how to follow it.")
+def submit(task_file: Path, check: bool, overrides: tuple[str, ...], detach: bool) -> None:
+    """Validate TASK_FILE, start a run and drive it to the end (prints the run id first).
+
+    With [controller] where = "slurm" the controller itself runs as a small Slurm job.
+    """
+    from .launcher import create_run
     from .task import load_task
 
     task = load_task(task_file, list(overrides))
@@ -79,15 +88,86 @@ def submit(task_file: Path, check: bool, overrides: tuple[str, ...]) -> None:
         click.echo(
             f"{task_file}: ok: {task.name}, repo {task.repo}, workdir {task.workdir}, "
             f"{spec.budget.trials} trials x {spec.budget.steps} steps, {task.executor} executor, "
-            f"{task.planner} planner"
+            f"{task.planner} planner, {task.summarizer} summarizer"
         )
         return
-    # A login node's kill (SIGTERM, or SIGHUP when the terminal goes) ends the run like Ctrl-C:
-    # running local jobs are cancelled and recorded instead of being orphaned.
+    rundir = create_run(task, time.time())
+    click.echo(f"run id: {rundir.run_id}")
+    if spec.controller.where == "slurm":
+        from .controller_job import submit_controller
+
+        job = submit_controller(rundir, spec)
+        click.echo(f"controller: Slurm job {job} (log {rundir.path}/controller-job-{job}.out)")
+        _how_to_follow(rundir.run_id)
+    elif detach:
+        _detach(rundir)
+    else:
+        _drive(rundir, task)
+
+
+@main.command()
+@click.argument("run")
+@click.option("--detach", is_flag=True, help="Resume in the background.")
+@root_option
+def resume(run: str, detach: bool, root: Path | None) -> None:
+    """Carry RUN on after its controller died or was interrupted: re-attach, collect, continue."""
+    from .launcher import resumable
+    from .rundir import find_run
+
+    rundir = find_run(run, root)
+    why_not = resumable(rundir)
+    if why_not:
+        click.echo(why_not)
+        return
+    if detach:
+        _detach(rundir)
+    else:
+        _drive(rundir, None)
+
+
+def _how_to_follow(run_id: str) -> None:
+    click.echo(f"follow it with `ara status {run_id}`; stop it with `ara stop {run_id}`")
+
+
+def _detach(rundir: RunDir) -> None:
+    import subprocess
+
+    log = rundir.path / "controller.out"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "slurm_autoresearch.cli", "resume", str(rundir.path)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    click.echo(f"controller: pid {proc.pid} in the background (log {log})")
+    _how_to_follow(rundir.run_id)
+
+
+def _drive(rundir: RunDir, task: Task | None) -> None:
+    """Run the controller here. First Ctrl-C: plan no more and finish the running trials; a second
+    one, SIGTERM or SIGHUP: exit at once, jobs left running and the ledger consistent."""
+    from .launcher import open_run
+
+    controller = open_run(rundir, task=task, echo=lambda m: click.echo(f"{time.strftime('%H:%M:%S')} {m}"))
+    interrupts = {"n": 0}
+
+    def on_int(signum: int, frame: object) -> None:
+        interrupts["n"] += 1
+        if interrupts["n"] == 1:
+            rundir.request_stop(cancel=False)
+            click.echo(
+                "stopping: no new trials, waiting for running ones (Ctrl-C again to exit now, "
+                "leaving them running)",
+                err=True,
+            )
+        else:
+            _interrupt(signum, frame)
+
+    signal.signal(signal.SIGINT, on_int)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
-    controller = launch(task, echo=lambda m: click.echo(f"{time.strftime('%H:%M:%S')} {m}"))
-    click.echo(f"run id: {controller.rundir.run_id}")
     summary = controller.run()
     if summary.state == "interrupted":
         sys.exit(130)

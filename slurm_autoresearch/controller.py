@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import report
+from . import budget, report
 from .decide import Verdict, decide
 from .errors import BaselineError, EditError
 from .executors import Executor, JobSpec
@@ -19,6 +20,7 @@ from .outcome import JobState, Outcome
 from .planners import PlanContext, Planner
 from .planners.base import PlannerUnavailable
 from .playbook import Playbook
+from .recovery import recover
 from .rundir import RunDir, atomic_write_text, write_json
 from .summarizer import RuleSummarizer, Summarizer
 from .task import Task
@@ -75,7 +77,8 @@ class Controller:
         self.stopping = ""  # why no more trials are planned
         self.exhausted = False
         self._files: tuple[str, dict[str, str]] | None = None
-        self._started = clock()
+        self._started = float(ledger.meta().get("created_at", clock()))  # budgets span resumes
+        self._last_beat = clock()
         self._count = 0
         self._watch = executor.watch
         self.rules = RuleSummarizer(task.spec)
@@ -88,7 +91,6 @@ class Controller:
         self._planner_paused_until = 0.0
         self._early_stop: dict[str, str] = {}  # trial -> why the monitor cancelled it
         self._guidance_offset = 0
-        self._llm_spent_reason = ""
 
     # -- logging ----------------------------------------------------------------------------
     def log(self, message: str) -> None:
@@ -99,9 +101,11 @@ class Controller:
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> RunSummary:
+        """Carry the run on from whatever the ledger says, to its end (or an interruption)."""
         state, reason = "failed", ""
         self._count = 0
         try:
+            recover(self)
             self._baseline()
             self._loop()
             state = "stopped" if self.stopping.startswith("stopped") else "finished"
@@ -110,42 +114,49 @@ class Controller:
             reason = str(exc)
             raise
         except KeyboardInterrupt as exc:
+            # Jobs are left running and the ledger is consistent: `ara resume` carries on.
             cause = str(exc) or "Ctrl-C"  # the CLI raises it with the signal's name for SIGTERM/SIGHUP
-            state, reason = "interrupted", f"interrupted ({cause}): running jobs cancelled"
-            self._cancel_all(wait_s=15.0)
+            state = "interrupted"
+            reason = f"interrupted ({cause}); running jobs left running: `ara resume {self.rundir.run_id}`"
         finally:
             self._finish(state, reason)
         return RunSummary(self.rundir.run_id, state, reason, self._count, self.incumbent)
 
+    def _tick(self) -> None:
+        """One poll: stop requests, job updates, a look at running logs, the heartbeat."""
+        self._check_stop_request()
+        self._collect()
+        self._watch_running()
+        if self.clock() - self._last_beat >= 30.0:
+            self._last_beat = self.clock()
+            self.rundir.heartbeat()
+
     def _baseline(self) -> None:
-        base = self.ledger.meta()["base_commit"]
-        hypothesis = self.planner.baseline(self.ws.surface_files(base))
-        trial = self.ledger.add_trial(hypothesis, parent=base, parent_trial=None, now=self.clock())
-        self.log(f"{trial.id} baseline: running the unchanged code at {base[:7]}")
-        spec = self._materialize(trial)
-        if spec is None:
-            raise BaselineError(f"baseline {trial.id} could not be prepared: {trial.reason}")
-        self._submit([spec])
-        while self.executor.live():
-            self._check_stop_request()
-            self._collect()
-            self._watch_running()
-            if self.executor.live():
+        if not self.ledger.trials():
+            base = self.ledger.meta()["base_commit"]
+            hypothesis = self.planner.baseline(self.ws.surface_files(base))
+            trial = self.ledger.add_trial(hypothesis, parent=base, parent_trial=None, now=self.clock())
+            self.log(f"{trial.id} baseline: running the unchanged code at {base[:7]}")
+            spec = self.materialize(trial)
+            if spec is None:
+                raise BaselineError(f"baseline {trial.id} could not be prepared: {trial.reason}")
+            self.submit([spec])
+        done = self.ledger.trials()[0]
+        while done.decision is None and self.executor.live():
+            self._tick()
+            done = self.ledger.trials()[0]
+            if done.decision is None:
                 self.sleep(self.spec.run.poll_seconds)
-        done = self.ledger.trial(trial.id)
-        assert done is not None
         if done.decision is not Decision.KEEP and not self.stopping:
-            log = self.rundir.trial_dir(trial.id) / LOG_FILE
+            log = self.rundir.trial_dir(done.id) / LOG_FILE
             raise BaselineError(
-                f"baseline {trial.id} produced no metric ({done.reason}); see {log} and fix the task "
+                f"baseline {done.id} produced no metric ({done.reason}); see {log} and fix the task "
                 "before searching"
             )
 
     def _loop(self) -> None:
         while True:
-            self._check_stop_request()
-            self._collect()
-            self._watch_running()
+            self._tick()
             if not self.stopping:
                 self._check_budget()
             if not self.stopping and not self.exhausted:
@@ -180,60 +191,25 @@ class Controller:
         self._collect()
 
     def _check_budget(self) -> None:
-        trials = self.ledger.trials()
-        limit = self.spec.budget
-        if len(trials) >= limit.trials:
-            self.stopping = f"trial budget spent ({len(trials)}/{limit.trials})"
-        elif limit.wall_hours and self.clock() - self._started >= limit.wall_hours * 3600:
-            self.stopping = f"wall-clock budget spent ({limit.wall_hours:g} h)"
-        elif limit.gpu_hours and sum(t.gpu_seconds or 0 for t in trials) >= limit.gpu_hours * 3600:
-            self.stopping = f"GPU budget spent ({limit.gpu_hours:g} GPU-hours)"
-        elif self._llm_budget_spent():
-            self.stopping = self._llm_spent_reason
-        else:
-            streak = 0
-            for trial in sorted((t for t in trials if t.decided_at), key=lambda t: t.decided_at or 0):
-                streak = streak + 1 if trial.decision and trial.decision.is_failure() else 0
-            if streak >= limit.crash_limit:
-                self.stopping = (
-                    f"stopped: {streak} trials in a row crashed or were rejected "
-                    f"(crash_limit = {limit.crash_limit}); see `ara status`"
-                )
+        usd, tokens = self.ledger.llm_totals()
+        self._llm_spent = bool(budget.llm_spent(self.spec.budget, usd, tokens))  # rules judge from here on
+        self.stopping = budget.spent(
+            self.spec.budget,
+            self.ledger.trials(),
+            elapsed_s=self.clock() - self._started,
+            llm_usd=usd,
+            llm_tokens=tokens,
+        )
         if self.stopping:
             self.log(self.stopping + ("; waiting for running trials" if self.executor.live() else ""))
 
-    def _llm_budget_spent(self) -> bool:
-        limit = self.spec.budget
-        if not (limit.llm_usd or limit.llm_tokens):
-            return False
-        usd, tokens = self.ledger.llm_totals()
-        if limit.llm_usd and usd >= limit.llm_usd:
-            self._llm_spent_reason = f"LLM budget spent (${usd:.4f} of ${limit.llm_usd:g})"
-        elif limit.llm_tokens and tokens >= limit.llm_tokens:
-            self._llm_spent_reason = f"LLM token budget spent ({tokens} of {limit.llm_tokens})"
-        else:
-            return False
-        self._llm_spent = True
-        return True
-
     def _flush_calls(self, shares: list[str] | None = None) -> None:
         """Model calls since the last flush go to the ledger and the log, with their cost."""
-        if self.llm is None:
-            return
-        calls = self.llm.take_calls()
-        if not calls:
-            return
-        self.ledger.add_calls(calls, shares)
-        with self.rundir.controller_log.open("a", encoding="utf-8") as fh:
-            for c in calls:
-                fh.write(
-                    f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(c.at))} llm {c.role} {c.model}"
-                    f"{' ' + c.trial if c.trial else ''}: request {c.request_bytes} B, in {c.input_tokens} "
-                    f"+ cache write {c.cache_write_tokens} + cache read {c.cache_read_tokens}, out "
-                    f"{c.output_tokens}, ${c.cost_usd:.5f}, {c.duration_s:.1f} s"
-                    f"{', stop ' + c.stop_reason if c.stop_reason else ''}"
-                    f"{', error ' + c.error if c.error else ''}\n"
-                )
+        calls = self.llm.take_calls() if self.llm else []
+        if calls:
+            self.ledger.add_calls(calls, shares)
+            with self.rundir.controller_log.open("a", encoding="utf-8") as fh:
+                fh.writelines(c.log_line() + "\n" for c in calls)
 
     def _summarizer(self) -> Summarizer:
         return self.rules if self._llm_spent else self.summarizer
@@ -279,12 +255,12 @@ class Controller:
                     hypothesis, parent=parent.commit, parent_trial=parent.id, now=self.clock()
                 )
                 created.append(trial.id)
-                spec = self._materialize(trial)
+                spec = self.materialize(trial)
                 if spec:
                     specs.append(spec)
             self._flush_calls(shares=created)  # a planning call's cost is shared by what it proposed
             if specs:
-                self._submit(specs)
+                self.submit(specs)
             self._check_budget()
 
     def _planner_paused(self, reason: str) -> None:
@@ -323,7 +299,7 @@ class Controller:
         )
 
     # -- one trial --------------------------------------------------------------------------
-    def _materialize(self, trial: Trial) -> JobSpec | None:
+    def materialize(self, trial: Trial) -> JobSpec | None:
         tdir = self.rundir.trial_dir(trial.id)
         tdir.mkdir(parents=True, exist_ok=True)
         h = trial.hypothesis
@@ -372,21 +348,36 @@ class Controller:
         self.log(f"{trial.id} rejected: {trial.title}: {reason}")
         self._record(trial, None)
 
-    def _submit(self, specs: list[JobSpec]) -> None:
-        ids = self.executor.submit(specs)
+    def submit(self, specs: list[JobSpec]) -> None:
+        """Record the intent first: a controller that dies inside sbatch finds the job on resume."""
         now = self.clock()
+        trials = {}
         for spec in specs:
             trial = self.ledger.trial(spec.trial_id)
             assert trial is not None
-            self.ledger.update(
-                trial,
-                now,
-                event="submitted",
-                state=TrialState.QUEUED,
-                job_id=ids[spec.trial_id],
-                submitted_at=now,
+            trials[spec.trial_id] = self.ledger.update(
+                trial, now, state=TrialState.SUBMITTING, attempts=trial.attempts + 1, submitted_at=now
             )
-            self.log(f"{trial.id} submitted ({ids[spec.trial_id]}): {trial.title}")
+        ids = self.executor.submit(specs)
+        for spec in specs:
+            job_id = ids.get(spec.trial_id, "")
+            trial = trials[spec.trial_id]
+            if job_id:
+                self._submitted(trial, job_id)
+            else:
+                self.log(f"{trial.id} not submitted yet (the scheduler refused it); retrying with backoff")
+
+    def _submitted(self, trial: Trial, job_id: str) -> None:
+        self.ledger.update(trial, self.clock(), event="submitted", state=TrialState.QUEUED, job_id=job_id)
+        self.log(f"{trial.id} submitted ({job_id}): {trial.title}")
+
+    def job_spec(self, trial: Trial) -> JobSpec | None:
+        """The trial's job as written when it was materialized (its worktree made again if gone)."""
+        path = self.rundir.trial_dir(trial.id) / JOB_FILE
+        if trial.commit is None or not path.exists():
+            return None
+        self.ws.restore(trial.id, trial.commit)
+        return JobSpec.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
     def _collect(self) -> None:
         updates = self.executor.poll()
@@ -399,7 +390,12 @@ class Controller:
             if trial is None or trial.state.is_finished():
                 continue
             now = self.clock()
-            if update.state == "running":
+            if update.state == "submitted":
+                self._submitted(trial, update.job_id)
+            elif update.state == "pending":
+                self.ledger.update(trial, now, event="pending", pending_reason=update.note)
+                self.log(f"{trial.id} pending ({update.job_id}): {update.note}")
+            elif update.state == "running":
                 self.ledger.update(
                     trial,
                     now,
@@ -407,6 +403,7 @@ class Controller:
                     state=TrialState.RUNNING,
                     job_id=update.job_id,
                     started_at=now,
+                    pending_reason="",
                 )
             elif update.outcome is not None:
                 self._decide(trial, update.outcome)
@@ -429,6 +426,16 @@ class Controller:
                 self.executor.cancel(trial.id)
 
     def _decide(self, trial: Trial, outcome: Outcome) -> None:
+        if outcome.state.is_infrastructure() and trial.attempts <= self.spec.budget.max_retries:
+            spec = self.job_spec(trial)
+            if spec is not None:  # the machinery failed, not the trial: run it again
+                self.ledger.event(self.clock(), "retry", f"{outcome.state.value}: {outcome.reason}", trial.id)
+                self.log(
+                    f"{trial.id} {outcome.state.value} ({outcome.reason}); retry {trial.attempts} of "
+                    f"{self.spec.budget.max_retries}"
+                )
+                self.submit([spec])
+                return
         now = self.clock()
         best = self.incumbent.metric if self.incumbent else None
         verdict = decide(outcome, best, self.spec.metric.goal, self.spec.metric.min_delta)
@@ -512,12 +519,8 @@ class Controller:
             )
             self.log(f"run {self.rundir.run_id} {state}: {reason}; {summary}; report: {self.rundir.report}")
         finally:
-            self.executor.close()
-            trials = self.ledger.trials()
-            self._count = len(trials)
-            for trial in trials:
-                if not trial.state.is_finished():
-                    self.ws.release(trial.id)
+            self.executor.close()  # live jobs go on; their worktrees stay for `ara resume`
+            self._count = len(self.ledger.trials())
             self.ws.close()
             self.ledger.close()
             self.rundir.release()

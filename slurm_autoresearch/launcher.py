@@ -1,4 +1,9 @@
-"""Starting a run: the run directory, ledger, best branch and the collaborators the task asks for."""
+"""Starting and resuming runs: the run directory, ledger, best branch and the collaborators.
+
+`create_run` makes a run from a validated task (nothing runs yet); `open_run` builds the
+controller for a run directory from its ledger and frozen task copy alone, so the same path
+serves a fresh run, `ara resume`, a detached controller and a controller running as a Slurm job.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,12 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import tomli_w
 
 from .controller import Controller, Echo
+from .errors import UsageError
 from .executors import Executor, LocalExecutor
 from .executors.slurm import SlurmExecutor, slurm_parameters
 from .ledger import Ledger
@@ -19,7 +26,8 @@ from .planners import OfflinePlanner, Planner
 from .playbook import Playbook
 from .rundir import RunDir, atomic_write_text, new_run_id
 from .summarizer import ClaudeSummarizer, RuleSummarizer, Summarizer
-from .task import Task, detect_gpus
+from .surface import EditSurface
+from .task import Task, detect_gpus, has_api_key, read_spec
 from .workspace import Workspace
 
 
@@ -34,6 +42,8 @@ def make_executor(task: Task, rundir: RunDir) -> Executor:
             params,
             python=spec.slurm.python,
             poll_interval=spec.slurm.poll_seconds,
+            max_pending_s=spec.slurm.max_pending_minutes * 60 if spec.slurm.max_pending_minutes else None,
+            submit_retries=spec.slurm.submit_retries,
         )
     return LocalExecutor(
         capacity=spec.run.parallel,
@@ -57,25 +67,12 @@ def make_models(task: Task, llm: LLM | None) -> tuple[Planner, Summarizer, LLM |
     return planner, summarizer, llm
 
 
-def launch(
-    task: Task,
-    *,
-    planner: Planner | None = None,
-    executor: Executor | None = None,
-    summarizer: Summarizer | None = None,
-    llm: LLM | None = None,
-    clock: Callable[[], float] = time.time,
-    sleep: Callable[[float], None] = time.sleep,
-    echo: Echo = print,
-) -> Controller:
-    """Create the run directory, ledger and best branch for a validated task; return its controller."""
-    now = clock()
+def create_run(task: Task, now: float) -> RunDir:
+    """The run directory, its ledger and best branch for a validated task; nothing runs yet."""
     rundir = RunDir.create(task.run_root, new_run_id(task.name, now))
-    # The task as run (command-line overrides applied), readable by `ara report` and resume.
+    # The task as run (command-line overrides applied): what `ara resume` and reports read.
     header = f"# ara: the task as submitted from {task.path}\n"
     atomic_write_text(rundir.task_copy, header + tomli_w.dumps(task.data))
-    rundir.acquire()
-    ledger = Ledger.open(rundir.ledger)
     spec = task.spec
     ws = Workspace(
         task.repo,
@@ -85,9 +82,96 @@ def launch(
         task.surface,
         spec.surface.max_file_kb * 1024,
     )
-    base = ws.head()
-    frozen = ws.frozen_hashes(base)
-    ws.start(base)
+    try:
+        base = ws.head()
+        frozen = ws.frozen_hashes(base)
+        ws.start(base)
+        best = ws.best_branch
+    finally:
+        ws.close()
+    ledger = Ledger.open(rundir.ledger)
+    try:
+        ledger.set_meta(
+            run_id=rundir.run_id,
+            task=task.name,
+            task_path=str(task.path),
+            repo=str(task.repo),
+            workdir=task.workdir,
+            base_commit=base,
+            best_branch=best,
+            metric=spec.metric.name,
+            goal=spec.metric.goal,
+            executor=task.executor,
+            planner=task.planner,
+            summarizer=task.summarizer,
+            parallel=spec.run.parallel,
+            trial_budget=spec.budget.trials,
+            wall_hours=spec.budget.wall_hours,
+            gpu_hours=spec.budget.gpu_hours,
+            llm_usd=spec.budget.llm_usd,
+            llm_tokens=spec.budget.llm_tokens,
+            watch="",
+            state="created",
+            created_at=now,
+            frozen=frozen,
+        )
+        ledger.event(now, "run-created", f"{task.name} at {base[:7]}")
+    finally:
+        ledger.close()
+    return rundir
+
+
+def task_of(rundir: RunDir) -> Task:
+    """The run's task rebuilt from its frozen copy and ledger, not from the (possibly changed) repo."""
+    ledger = Ledger.open(rundir.ledger, readonly=True)
+    try:
+        meta = ledger.meta()
+    finally:
+        ledger.close()
+    spec = read_spec(rundir.task_copy)
+    planner, summarizer = meta.get("planner", "offline"), meta.get("summarizer", "rules")
+    if not has_api_key():  # a resumed run without the key goes on without models
+        planner = "offline" if planner == "anthropic" else planner
+        summarizer = "rules" if summarizer == "anthropic" else summarizer
+    return Task(
+        spec=spec,
+        path=Path(meta["task_path"]),
+        repo=Path(meta["repo"]),
+        workdir=meta["workdir"],
+        surface=EditSurface.parse(spec.surface.allow, spec.surface.freeze),
+        executor=meta["executor"],
+        planner=planner,
+        summarizer=summarizer,
+    )
+
+
+def open_run(
+    rundir: RunDir,
+    *,
+    task: Task | None = None,
+    planner: Planner | None = None,
+    executor: Executor | None = None,
+    summarizer: Summarizer | None = None,
+    llm: LLM | None = None,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+    echo: Echo = print,
+) -> Controller:
+    """Take the run's lock (a stale one is taken over) and build its controller from the ledger."""
+    task = task or task_of(rundir)
+    rundir.acquire()
+    rundir.stop_path.unlink(missing_ok=True)  # a stopped run that is resumed goes on
+    ledger = Ledger.open(rundir.ledger)
+    meta = ledger.meta()
+    spec = task.spec
+    ws = Workspace(
+        task.repo,
+        task.workdir,
+        rundir.run_id,
+        rundir.worktrees,
+        task.surface,
+        spec.surface.max_file_kb * 1024,
+    )
     executor = executor or make_executor(task, rundir)
     default_planner, default_summarizer, llm = make_models(task, llm)
     planner = planner or default_planner
@@ -97,33 +181,22 @@ def launch(
     monitor = Monitor(
         tail_bytes=spec.monitor.tail_kb * 1024, stall_s=spec.monitor.stall_minutes * 60, clock=clock
     )
+    fresh = meta.get("state") == "created"
     ledger.set_meta(
-        run_id=rundir.run_id,
-        task=task.name,
-        task_path=str(task.path),
-        repo=str(task.repo),
-        workdir=task.workdir,
-        base_commit=base,
-        best_branch=ws.best_branch,
-        metric=spec.metric.name,
-        goal=spec.metric.goal,
+        state="running",
         executor=executor.name,
         planner=planner.name,
         summarizer=summarizer.name,
         parallel=executor.capacity,
-        trial_budget=spec.budget.trials,
-        wall_hours=spec.budget.wall_hours,
-        gpu_hours=spec.budget.gpu_hours,
-        llm_usd=spec.budget.llm_usd,
-        llm_tokens=spec.budget.llm_tokens,
         watch=executor.watch,
-        state="running",
-        created_at=now,
         host=socket.gethostname(),
         pid=os.getpid(),
-        frozen=frozen,
+        end_reason="",
+        ended_at=None,
     )
-    ledger.event(now, "run-started", f"{task.name} at {base[:7]}")
+    ledger.event(
+        clock(), "run-started" if fresh else "run-resumed", f"pid {os.getpid()} on {socket.gethostname()}"
+    )
     controller = Controller(
         task,
         rundir,
@@ -131,7 +204,7 @@ def launch(
         ws,
         planner,
         executor,
-        frozen,
+        meta["frozen"],
         summarizer=summarizer,
         llm=llm,
         playbook=playbook,
@@ -143,6 +216,30 @@ def launch(
     controller.log(
         f"run {rundir.run_id}: {task.name}, {executor.name} executor x{executor.capacity}, {planner.name} "
         f"planner, {summarizer.name} summarizer, {spec.budget.trials} trials of {spec.budget.steps} steps; "
-        f"dir {rundir.path}"
+        f"dir {rundir.path}" + ("" if fresh else " (resumed)")
     )
     return controller
+
+
+def launch(task: Task, *, clock: Callable[[], float] = time.time, **collaborators: object) -> Controller:
+    """A new run of a validated task, with its controller ready to run here."""
+    rundir = create_run(task, clock())
+    return open_run(rundir, task=task, clock=clock, **collaborators)  # type: ignore[arg-type]
+
+
+def resumable(rundir: RunDir) -> str:
+    """ "" when the run can be resumed, else why not."""
+    ledger = Ledger.open(rundir.ledger, readonly=True)
+    try:
+        state = ledger.meta().get("state")
+    finally:
+        ledger.close()
+    if state in ("finished", "failed"):
+        return f"run {rundir.run_id} is {state}; nothing to resume"
+    holder = rundir.lock_holder()
+    if holder and rundir.holder_alive(holder) is not False:
+        raise UsageError(
+            f"run {rundir.run_id} is held by controller pid {holder.get('pid')} on "
+            f"{holder.get('host')}; it is running (see `ara status {rundir.run_id}`)"
+        )
+    return ""

@@ -80,6 +80,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE trials ADD COLUMN llm_usd REAL NOT NULL DEFAULT 0;
     ALTER TABLE trials ADD COLUMN llm_tokens INTEGER NOT NULL DEFAULT 0;
     """,
+    # 4: durability: submissions per trial (infrastructure retries) and why a job is still pending
+    """
+    ALTER TABLE trials ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE trials ADD COLUMN pending_reason TEXT NOT NULL DEFAULT '';
+    """,
 ]
 
 _COLUMNS = {  # Trial attribute -> column, where they differ
@@ -311,4 +316,6 @@ def _trial(row: sqlite3.Row) -> Trial:
         summary=row["summary"],
         llm_usd=row["llm_usd"],
         llm_tokens=row["llm_tokens"],
+        attempts=row["attempts"],
+        pending_reason=row["pending_reason"],
     )

@@ -73,6 +73,17 @@ class Call:
     def tokens(self) -> int:
         return self.input_tokens + self.output_tokens + self.cache_write_tokens + self.cache_read_tokens
 
+    def log_line(self) -> str:
+        """One line for the controller log: size and usage, never content."""
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.at))
+        return (
+            f"{stamp} llm {self.role} {self.model}{' ' + self.trial if self.trial else ''}: request "
+            f"{self.request_bytes} B, in {self.input_tokens} + cache write {self.cache_write_tokens} + "
+            f"cache read {self.cache_read_tokens}, out {self.output_tokens}, ${self.cost_usd:.5f}, "
+            f"{self.duration_s:.1f} s{', stop ' + self.stop_reason if self.stop_reason else ''}"
+            f"{', error ' + self.error if self.error else ''}"
+        )
+
 
 def price(models: ModelsSection, model: str) -> PriceSpec | None:
     if model in models.prices:

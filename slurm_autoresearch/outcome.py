@@ -20,6 +20,10 @@ class JobState(StrEnum):
     PREEMPTED = "preempted"
     LOST = "lost"  # the job ended without writing outcome.json, or vanished from the scheduler
 
+    def is_infrastructure(self) -> bool:
+        """Failures of the machinery, not of the trial's code: worth a retry."""
+        return self in (JobState.LOST, JobState.NODE_FAIL, JobState.PREEMPTED)
+
 
 @dataclass
 class Outcome:

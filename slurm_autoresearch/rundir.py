@@ -35,6 +35,15 @@ def new_run_id(task_name: str, now: float) -> str:
     return f"{task_name}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}"
 
 
+def process_start(pid: int) -> str | None:
+    """Start time of a process (clock ticks since boot): a pid reused by another process differs."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else fields[19]  # a zombie has ended
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -116,27 +125,51 @@ class RunDir:
         return cls(path)
 
     # -- the one-controller lock ----------------------------------------------------------------
+    # A lock names its holder (host, pid, the pid's start time, Slurm job) and carries a heartbeat.
+    # It is stale when its pid is gone (same host), when its heartbeat is older than STALE_S (other
+    # hosts), or when the holder was an earlier run of this very Slurm job (a requeued controller).
+    STALE_S = 300.0
+
     def lock_holder(self) -> dict[str, Any] | None:
         try:
             return json.loads(self.lock_path.read_text(encoding="utf-8"))
         except (FileNotFoundError, ValueError):
             return None
 
-    def holder_alive(self, holder: dict[str, Any]) -> bool | None:
-        """True/False when the holder runs on this host, None when it cannot be checked from here."""
-        if holder.get("host") != socket.gethostname():
-            return None
-        return _pid_alive(int(holder.get("pid", -1)))
+    def holder_alive(self, holder: dict[str, Any], now: float | None = None) -> bool | None:
+        """True/False when it can be told from here; None when the holder is elsewhere and beating."""
+        now = time.time() if now is None else now
+        job = os.environ.get("SLURM_JOB_ID")
+        if job and holder.get("slurm_job") == job and holder.get("pid") != os.getpid():
+            return False  # this job was requeued or restarted its controller: the old one is gone
+        if holder.get("host") == socket.gethostname():
+            pid = int(holder.get("pid", -1))
+            return _pid_alive(pid) and process_start(pid) == holder.get("start", process_start(pid))
+        if now - float(holder.get("beat", holder.get("since", 0))) > self.STALE_S:
+            return False
+        return None
+
+    def _holder(self) -> dict[str, Any]:
+        now = time.time()
+        info = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "start": process_start(os.getpid()),
+            "since": now,
+            "beat": now,
+        }
+        if os.environ.get("SLURM_JOB_ID"):
+            info["slurm_job"] = os.environ["SLURM_JOB_ID"]
+        return info
 
     def acquire(self) -> None:
-        """Take the controller lock (O_EXCL file naming its holder); a dead local holder is replaced."""
-        info = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
+        """Take the controller lock (O_EXCL file naming its holder); a stale holder is replaced."""
         for _ in range(2):
             try:
                 fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 holder = self.lock_holder() or {}
-                if self.holder_alive(holder) is False:
+                if not holder or self.holder_alive(holder) is False:
                     self.lock_path.unlink(missing_ok=True)
                     continue
                 since = time.strftime("%Y-%m-%d %H:%M", time.localtime(holder.get("since", 0)))
@@ -145,9 +178,14 @@ class RunDir:
                     f"{holder.get('host')} since {since}; stop it with `ara stop {self.run_id}` first"
                 ) from None
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(info, fh)
+                json.dump(self._holder(), fh)
             return
         raise RunLockedError(f"could not take {self.lock_path}")
+
+    def heartbeat(self) -> None:
+        holder = self.lock_holder()
+        if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+            write_json(self.lock_path, {**holder, "beat": time.time()})
 
     def release(self) -> None:
         holder = self.lock_holder()

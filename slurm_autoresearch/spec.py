@@ -41,6 +41,7 @@ class BudgetSection(_Section):
     llm_usd: PositiveFloat | None = None
     llm_tokens: PositiveInt | None = None
     crash_limit: PositiveInt = 5
+    max_retries: Annotated[int, Field(ge=0)] = 2  # reruns of a trial after infrastructure failures
 
 
 class RunSection(_Section):
@@ -78,6 +79,8 @@ class SlurmSection(_Section):
     python: str | None = None
     use_srun: bool = True
     poll_seconds: PositiveFloat = 5.0  # one sacct call per this interval, however many jobs
+    max_pending_minutes: PositiveFloat | None = None  # cancel (and retry) a job pending this long
+    submit_retries: Annotated[int, Field(ge=0)] = 6  # sbatch refusals retried with backoff
 
     @model_validator(mode="after")
     def _shape(self) -> SlurmSection:
@@ -196,6 +199,19 @@ class PlaybookSection(_Section):
     persist: bool = False
 
 
+class ControllerSection(_Section):
+    """Where the controller runs: here (the login node), or as a small CPU-only Slurm job."""
+
+    where: Literal["login", "slurm"] = "login"
+    time: Annotated[int, Field(gt=0)] | str = "7-00:00:00"
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    mem: str = "4G"
+    setup: list[str] = []
+    restarts: Annotated[int, Field(ge=0)] = 20  # the job restarts a dead controller this often
+
+
 class MonitorSection(_Section):
     tail_kb: Annotated[int, Field(ge=1, le=64)] = 4
     stall_minutes: PositiveFloat = 10.0
@@ -214,6 +230,7 @@ class TaskSpec(_Section):
     decide: DecideSection = DecideSection()
     playbook: PlaybookSection = PlaybookSection()
     monitor: MonitorSection = MonitorSection()
+    controller: ControllerSection = ControllerSection()
     search: SearchSection = SearchSection()
     ideas: list[IdeaSpec] = []
 

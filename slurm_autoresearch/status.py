@@ -28,6 +28,8 @@ def _trial(t: Trial) -> dict[str, Any]:
         "node": t.node,
         "llm_usd": round(t.llm_usd, 6),
         "llm_tokens": t.llm_tokens,
+        "attempts": t.attempts,
+        "pending_reason": t.pending_reason,
         "job_started_at": t.job_started_at,
         "job_ended_at": t.job_ended_at,
         "title": t.title,

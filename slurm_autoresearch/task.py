@@ -212,19 +212,19 @@ def load_task(path: str | Path, overrides: list[str] | None = None) -> Task:
     )
 
 
-def _has_key() -> bool:
+def has_api_key() -> bool:
     return bool(os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN"))
 
 
 def _resolve_model_role(source: str, role: str, choice: str, without: str) -> str:
     """`auto` is the Claude model where an API key is set, and `without` (no model) otherwise."""
-    if choice == "anthropic" and not _has_key():
+    if choice == "anthropic" and not has_api_key():
         raise TaskError(
             f'{source}: [run] {role} = "anthropic" needs ANTHROPIC_API_KEY in the environment; '
             f'set it or use {role} = "{without}"'
         )
     if choice == "auto":
-        return "anthropic" if _has_key() else without
+        return "anthropic" if has_api_key() else without
     return choice
 
 

@@ -10,8 +10,9 @@ from .hypothesis import Hypothesis
 
 
 class TrialState(StrEnum):
-    PLANNED = "planned"  # in the ledger, not yet a commit
-    QUEUED = "queued"  # committed and handed to the executor
+    PLANNED = "planned"  # in the ledger; a commit once materialized
+    SUBMITTING = "submitting"  # handed to the executor, job id not yet known (find it on resume)
+    QUEUED = "queued"  # the executor has it under a job id
     RUNNING = "running"
     DONE = "done"  # decided
 
@@ -19,7 +20,7 @@ class TrialState(StrEnum):
         return self is TrialState.DONE
 
     def is_live(self) -> bool:
-        return self in (TrialState.QUEUED, TrialState.RUNNING)
+        return self in (TrialState.SUBMITTING, TrialState.QUEUED, TrialState.RUNNING)
 
 
 class Decision(StrEnum):
@@ -66,6 +67,8 @@ class Trial:
     summary: str = ""  # the summarizer's paragraph
     llm_usd: float = 0.0  # model calls attributed to this trial (its share of planning, its summaries)
     llm_tokens: int = 0
+    attempts: int = 0  # submissions so far; infrastructure failures are retried, crashes are not
+    pending_reason: str = ""  # why the scheduler has not started it yet, while it waits
 
 
 def trial_id(seq: int) -> str:

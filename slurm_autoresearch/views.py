@@ -60,7 +60,7 @@ def print_status(doc: dict[str, Any], console: Console | None = None) -> None:
         table.add_row(
             t["id"],
             t["parent_trial"] or "-",
-            t["state"],
+            t["state"] + (f" ({t['pending_reason']})" if t.get("pending_reason") else ""),
             t["decision"] or "",
             _num(t["metric"]),
             _num(t["elapsed"], ".1f"),

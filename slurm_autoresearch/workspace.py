@@ -203,10 +203,18 @@ class Workspace:
             self.release(trial_id)
             raise EditError(f"git failed: {exc.stderr.strip() or exc}") from None
 
+    def restore(self, trial_id: str, commit: str) -> Path:
+        """The trial's worktree at its commit, made again if it vanished (idempotent)."""
+        wt = self.worktree_path(trial_id)
+        if (wt / ".git").exists():
+            return wt
+        return self._add_worktree(trial_id, commit)
+
     def _add_worktree(self, trial_id: str, parent: str) -> Path:
         wt = self.worktree_path(trial_id)
         if wt.exists():  # left over by an interrupted attempt
             self.release(trial_id)
+        self.repo.git.worktree("prune")  # forget worktrees whose directory vanished
         wt.parent.mkdir(parents=True, exist_ok=True)
         self.repo.git.worktree("add", "-q", "-B", self.trial_branch(trial_id), str(wt), parent)
         return wt

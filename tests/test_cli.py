@@ -135,10 +135,62 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
     assert code == 2
 
 
-def test_sigterm_cancels_running_jobs_and_records_them(toy_repo: Path) -> None:
+def _ara(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "ara"), *args], cwd=cwd, capture_output=True, text=True
+    )
+
+
+def _wait_until_running(repo: Path, title: str) -> dict:
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        out = _ara("status", "--json", cwd=repo)
+        if out.returncode == 0:
+            doc = json.loads(out.stdout)
+            if any(t["title"] == title and t["state"] == "running" for t in doc["trials"]):
+                return doc
+        time.sleep(0.2)
+    raise AssertionError(f"{title} never ran")
+
+
+def test_sigterm_leaves_jobs_running_and_resume_collects_them(toy_repo: Path) -> None:
     (toy_repo / "config.toml").write_text("x = 0.5\ny = 2.0\nsleep = 0.0\n")
     commit_all(toy_repo, "sleep knob")
-    idea = '[[ideas]]\ntitle = "slow"\nconfig = { sleep = 120.0 }\n'
+    idea = '[[ideas]]\ntitle = "slow"\nconfig = { sleep = 6.0, x = 1.0 }\n'
+    path = write_task(toy_repo, idea, trials=4, parallel=1)
+    ara = Path(sys.executable).parent / "ara"
+    proc = subprocess.Popen(
+        [str(ara), "submit", str(path)],
+        cwd=toy_repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    doc = _wait_until_running(toy_repo, "slow")
+    slow = next(t for t in doc["trials"] if t["title"] == "slow")
+    pid = int(slow["job_id"].split(":")[1])
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, output
+    doc = json.loads(_ara("status", "--json", cwd=toy_repo).stdout)
+    assert doc["run"]["state"] == "interrupted"
+    assert next(t for t in doc["trials"] if t["title"] == "slow")["state"] == "running"
+    os.kill(pid, 0)  # the job goes on without its controller
+    resumed = _ara("resume", doc["run"]["id"], cwd=toy_repo)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "1 jobs re-attached" in resumed.stdout
+    doc = json.loads(_ara("status", "--json", cwd=toy_repo).stdout)
+    assert doc["run"]["state"] == "finished" and len(doc["trials"]) == 4
+    slow = next(t for t in doc["trials"] if t["title"] == "slow")
+    assert slow["job_state"] == "completed" and slow["decision"] in ("keep", "discard")
+    assert _ara("resume", doc["run"]["id"], cwd=toy_repo).stdout.strip().endswith("nothing to resume")
+    assert not _processes_under(toy_repo / ".ara")
+
+
+def test_first_ctrl_c_drains_and_a_stopped_run_resumes_to_the_same_count(toy_repo: Path) -> None:
+    (toy_repo / "config.toml").write_text("x = 0.5\ny = 2.0\nsleep = 0.0\n")
+    commit_all(toy_repo, "sleep knob")
+    idea = '[[ideas]]\ntitle = "slow"\nconfig = { sleep = 3.0, x = 1.0 }\n'
     path = write_task(toy_repo, idea, trials=5, parallel=1)
     ara = Path(sys.executable).parent / "ara"
     proc = subprocess.Popen(
@@ -148,32 +200,16 @@ def test_sigterm_cancels_running_jobs_and_records_them(toy_repo: Path) -> None:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    status: dict = {}
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        out = subprocess.run([str(ara), "status", "--json"], cwd=toy_repo, capture_output=True, text=True)
-        if out.returncode == 0:
-            status = json.loads(out.stdout)
-            if any(t["title"] == "slow" and t["state"] == "running" for t in status["trials"]):
-                break
-        time.sleep(0.2)
-    slow = next(t for t in status["trials"] if t["title"] == "slow")
-    pid = int(slow["job_id"].split(":")[1])
-    time.sleep(0.5)  # let the runner start the training command
-    proc.send_signal(signal.SIGTERM)
+    _wait_until_running(toy_repo, "slow")
+    proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 130, output
-    doc = json.loads(
-        subprocess.run(
-            [str(ara), "status", "--json"], cwd=toy_repo, capture_output=True, text=True, check=True
-        ).stdout
-    )
-    assert doc["run"]["state"] == "interrupted"
-    slow = next(t for t in doc["trials"] if t["title"] == "slow")
-    assert slow["decision"] == "crash" and slow["job_state"] == "cancelled"
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
-    assert not _processes_under(toy_repo / ".ara")
+    assert proc.returncode == 0, output
+    doc = json.loads(_ara("status", "--json", cwd=toy_repo).stdout)
+    assert doc["run"]["state"] == "stopped" and len(doc["trials"]) == 2  # the slow one finished, no more
+    assert next(t for t in doc["trials"] if t["title"] == "slow")["job_state"] == "completed"
+    assert _ara("resume", doc["run"]["id"], cwd=toy_repo).returncode == 0
+    doc = json.loads(_ara("status", "--json", cwd=toy_repo).stdout)
+    assert doc["run"]["state"] == "finished" and len(doc["trials"]) == 5  # as an uninterrupted run
 
 
 def _processes_under(root: Path) -> list[int]:

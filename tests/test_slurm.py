@@ -4,9 +4,11 @@ re-attaching by job id, array chunking, sbatch options, a degraded watch, and wh
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,17 +107,33 @@ def test_arrays_are_chunked_at_the_cluster_limit(tmp_path: Path) -> None:
     assert "--wckey" not in script and "#SBATCH --gres=gpu:1" in script
 
 
-def test_sbatch_failure_is_an_outcome_not_a_crash(tmp_path: Path) -> None:
+def test_sbatch_refusals_are_retried_then_recorded(tmp_path: Path) -> None:
     ex = SlurmExecutor(
         1,
         tmp_path / "slurm",
         slurm_params("ara-test-bad", 0, partition="no-such-partition"),
         poll_interval=0.3,
+        submit_retries=2,
     )
     ids = ex.submit([_spec(tmp_path, "T0001", "true")])
-    assert ids == {"T0001": ""}
-    outcome = _outcome(_drain(ex)["T0001"])
-    assert outcome.state is JobState.LOST and "sbatch failed" in outcome.reason
+    assert ids == {"T0001": ""} and ex.live() == 1
+    outcome = _outcome(_drain(ex, timeout=60)["T0001"])
+    assert outcome.state is JobState.LOST
+    assert "sbatch refused the job 2 times" in outcome.reason and "Invalid partition" in outcome.reason
+
+
+def test_a_drained_partition_delays_submission_until_it_reopens(tmp_path: Path) -> None:
+    subprocess.run(["scontrol", "update", "partitionname=debug", "state=drain"], check=True)
+    try:
+        ex = _executor(tmp_path)
+        ids = ex.submit([_spec(tmp_path, "T0001", "echo 3 > out.txt")])
+        assert ids == {"T0001": ""}  # refused for now: retried with backoff
+        time.sleep(2)
+    finally:
+        subprocess.run(["scontrol", "update", "partitionname=debug", "state=up"], check=True)
+    seen = _drain(ex, timeout=90)["T0001"]
+    assert [u.state for u in seen if u.state in ("submitted", "finished")] == ["submitted", "finished"]
+    assert _outcome(seen).state is JobState.COMPLETED and _outcome(seen).metric == 3
 
 
 @pytest.mark.parametrize(
@@ -291,3 +309,98 @@ def test_slurm_verdicts_where_the_runner_could_not_write_one() -> None:
     assert _reconcile(lost, JobState.NODE_FAIL, SlurmRow("9", "NODE_FAIL"), "").state is JobState.NODE_FAIL
     done = Outcome(state=JobState.COMPLETED, metric=1.0)
     assert _reconcile(done, JobState.COMPLETED, SlurmRow("9", "COMPLETED"), "") == done
+
+
+def _wait_state(ex: SlurmExecutor, trial: str, state: str, timeout: float = 60) -> list[Any]:
+    seen: list[Any] = []
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        seen += ex.poll()
+        if any(u.trial_id == trial and u.state == state for u in seen):
+            return seen
+        time.sleep(0.2)
+    raise AssertionError(f"{trial} never became {state}: {seen}")
+
+
+def test_a_requeued_job_runs_again_and_completes(tmp_path: Path) -> None:
+    ex = _executor(tmp_path)
+    spec = _spec(tmp_path, "T0001", "sleep 3; echo 2 > out.txt")
+    job = ex.submit([spec])["T0001"]
+    _wait_state(ex, "T0001", "running")
+    subprocess.run(["scontrol", "requeue", job], check=True)
+    time.sleep(1)
+    # Slurm holds a requeued job back for a while; let it go at once.
+    subprocess.run(["scontrol", "update", f"jobid={job}", "starttime=now"], check=False)
+    outcome = _outcome(_drain(ex, timeout=120)["T0001"])
+    assert outcome.state is JobState.COMPLETED and outcome.metric == 2
+    assert (Path(spec.trial_dir) / "train.log").read_text().count("[ara] trial T0001") == 2
+
+
+def test_a_job_pending_too_long_is_ended_with_its_reason(tmp_path: Path) -> None:
+    ex = SlurmExecutor(
+        1,
+        tmp_path / "slurm",
+        slurm_params(f"ara-test-{tmp_path.name}", 0, additional_parameters={"hold": True}),
+        poll_interval=0.3,
+        max_pending_s=4.0,
+    )
+    ex.submit([_spec(tmp_path, "T0001", "true")])
+    seen = _drain(ex, timeout=60)["T0001"]
+    outcome = _outcome(seen)
+    assert (
+        outcome.state is JobState.LOST and "JobHeldUser" in outcome.reason and "pending for" in outcome.reason
+    )
+
+
+def _node(state: str) -> None:
+    subprocess.run(
+        ["scontrol", "update", "nodename=localhost", f"state={state}", "reason=ara-test"], check=False
+    )
+
+
+def test_node_failure_and_a_vanished_worktree_are_retried(toy_repo: Path) -> None:
+    (toy_repo / "config.toml").write_text("x = 0.5\ny = 2.0\nsleep = 0.0\n")
+    commit_all(toy_repo, "sleep knob")
+    ideas = """
+        [[ideas]]
+        title = "node dies under it"
+        config = { sleep = 20.0, x = 1.0 }
+        [[ideas]]
+        title = "worktree vanishes"
+        config = { x = 2.0 }
+    """
+    path = _slurm_task(
+        toy_repo, ideas, trials=3, parallel=1, gpus=0, slurm="additional = { no-requeue = true }"
+    )
+    task = load_task(path)
+    controller = None
+    done = {"node": False, "worktree": False}
+
+    def sleep(seconds: float) -> None:
+        assert controller is not None
+        first, second = controller.ledger.trial("T0002"), controller.ledger.trial("T0003")
+        if first and first.state.value == "running" and not done["node"]:
+            done["node"] = True
+            _node("down")
+            time.sleep(2)
+            _node("resume")
+        if second and second.job_id and second.state.value == "queued" and not done["worktree"]:
+            done["worktree"] = True
+            subprocess.run(["scontrol", "hold", second.job_id], check=False)
+            shutil.rmtree(controller.ws.worktree_path("T0003"), ignore_errors=True)
+            subprocess.run(["scontrol", "release", second.job_id], check=False)
+        time.sleep(seconds)
+
+    try:
+        controller = launch(task, echo=lambda _: None, sleep=sleep)
+        controller.run()
+    finally:
+        _node("resume")
+    ledger = Ledger.open(controller.rundir.ledger, readonly=True)
+    node, gone = ledger.trial("T0002"), ledger.trial("T0003")
+    assert done == {"node": True, "worktree": True}
+    assert node is not None and node.attempts == 2 and node.job_state == "completed"
+    assert gone is not None and gone.attempts == 2 and gone.job_state == "completed"
+    retries = [e["detail"] for e in ledger.events() if e["kind"] == "retry"]
+    assert any(d.startswith("node_fail") for d in retries) and any("worktree" in d for d in retries)
+    ledger.close()

@@ -49,8 +49,9 @@ class JobUpdate:
 
     trial_id: str
     job_id: str
-    state: Literal["running", "finished"]
+    state: Literal["submitted", "pending", "running", "finished"]
     outcome: Outcome | None = None
+    note: str = ""  # for "pending": the scheduler's reason
 
 
 class Executor(Protocol):
@@ -66,10 +67,20 @@ class Executor(Protocol):
 
     def poll(self) -> list[JobUpdate]: ...
 
+    def attach(self, spec: JobSpec, job_id: str) -> None:
+        """Watch a job an earlier controller started (its id from the ledger)."""
+        ...
+
+    def find(self, specs: list[JobSpec]) -> dict[str, str]:
+        """Jobs already started for these trials (a controller died before recording them)."""
+        ...
+
     def cancel(self, trial_id: str) -> None: ...
 
     def live(self) -> int:
         """Jobs submitted and not yet reported finished."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Drop the executor; running jobs go on (a resumed controller re-attaches to them)."""
+        ...

@@ -1,7 +1,12 @@
-"""Local executor: trial jobs as subprocesses on this machine, each in its own process group."""
+"""Local executor: trial jobs as subprocesses on this machine, each in its own process group.
+
+Each job's runner is recorded in `runner.pid` (pid, start time, GPUs) before anything else, so a
+controller started later re-attaches to it by pid and start time, or knows it is gone.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,21 +18,31 @@ from pathlib import Path
 
 from ..monitor import tail
 from ..outcome import JobState, Outcome
+from ..rundir import process_start, write_json
 from .base import JobSpec, JobUpdate
 from .runner import LOG_FILE, OUTCOME_FILE, signal_group
 
 # The runner enforces the time limit itself and writes a timeout outcome; this is the backstop.
 _HARD_KILL_GRACE_S = 30.0
+PID_FILE = "runner.pid"
 
 
 @dataclass
 class _Job:
     spec: JobSpec
-    proc: subprocess.Popen[bytes]
+    pid: int
+    start: str | None
     gpus: tuple[int, ...]
     started: float
+    proc: subprocess.Popen[bytes] | None = None  # None: a job another controller started
     cancelled: bool = False
     killed: str = ""
+
+    def exit_code(self) -> int | None:
+        """None while it runs."""
+        if self.proc is not None:
+            return self.proc.poll()
+        return None if process_start(self.pid) == self.start else -1
 
 
 @dataclass
@@ -62,7 +77,7 @@ class LocalExecutor:
 
     def _job_id(self, trial_id: str) -> str | None:
         job = self._running.get(trial_id)
-        return f"pid:{job.proc.pid}" if job else None
+        return f"pid:{job.pid}" if job else None
 
     def _free_gpus(self) -> list[int]:
         used = {g for job in self._running.values() for g in job.gpus}
@@ -82,22 +97,49 @@ class LocalExecutor:
                     stdout=err,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
-                    start_new_session=True,
+                    start_new_session=True,  # survives the controller: a resumed one re-attaches
                 )
-            self._running[spec.trial_id] = _Job(spec, proc, gpus, time.monotonic())
+            start = process_start(proc.pid)
+            write_json(trial_dir / PID_FILE, {"pid": proc.pid, "start": start, "gpus": list(gpus)})
+            self._running[spec.trial_id] = _Job(spec, proc.pid, start, gpus, time.monotonic(), proc)
             self._pending_updates.append(JobUpdate(spec.trial_id, f"pid:{proc.pid}", "running"))
+
+    def attach(self, spec: JobSpec, job_id: str) -> None:
+        """Re-attach by the runner.pid record; a runner that is gone is reported finished."""
+        record = _read_pid_file(Path(spec.trial_dir))
+        if record and process_start(record["pid"]) == record["start"]:
+            job = _Job(spec, record["pid"], record["start"], tuple(record.get("gpus", [])), time.monotonic())
+            self._running[spec.trial_id] = job
+            self._pending_updates.append(JobUpdate(spec.trial_id, f"pid:{job.pid}", "running"))
+            return
+        outcome = Outcome.read(
+            Path(spec.trial_dir) / OUTCOME_FILE,
+            missing_state=JobState.LOST,
+            missing_reason=f"the job's process ended while no controller watched it, without {OUTCOME_FILE}",
+            log_tail=tail(Path(spec.trial_dir) / LOG_FILE),
+        )
+        self._pending_updates.append(JobUpdate(spec.trial_id, job_id, "finished", outcome))
+
+    def find(self, specs: list[JobSpec]) -> dict[str, str]:
+        """Trials whose runner did start (a runner.pid exists): the controller died before recording it."""
+        found = {}
+        for spec in specs:
+            record = _read_pid_file(Path(spec.trial_dir))
+            if record:
+                found[spec.trial_id] = f"pid:{record['pid']}"
+        return found
 
     def poll(self) -> list[JobUpdate]:
         updates, self._pending_updates = self._pending_updates, []
         for tid, job in list(self._running.items()):
-            code = job.proc.poll()
+            code = job.exit_code()
             if code is None:
                 if time.monotonic() - job.started > job.spec.time_limit_s + _HARD_KILL_GRACE_S:
                     job.killed = "timeout"
-                    signal_group(job.proc.pid, signal.SIGKILL)
+                    signal_group(job.pid, signal.SIGKILL)
                 continue
             del self._running[tid]
-            updates.append(JobUpdate(tid, f"pid:{job.proc.pid}", "finished", self._outcome(job, code)))
+            updates.append(JobUpdate(tid, f"pid:{job.pid}", "finished", self._outcome(job, code)))
         self._start_ready()
         updates.extend(self._pending_updates)
         self._pending_updates = []
@@ -125,15 +167,23 @@ class LocalExecutor:
                 self._pending_updates.append(JobUpdate(trial_id, f"local-{trial_id}", "finished", outcome))
                 return
         job = self._running.get(trial_id)
-        if job and job.proc.poll() is None:
+        if job and job.exit_code() is None:
             job.cancelled = True
             # The runner forwards SIGTERM to the training command and writes a cancelled outcome.
-            os.kill(job.proc.pid, signal.SIGTERM)
+            os.kill(job.pid, signal.SIGTERM)
 
     def live(self) -> int:
         return len(self._queue) + len(self._running)
 
     def close(self) -> None:
-        for job in self._running.values():
-            if job.proc.poll() is None:
-                signal_group(job.proc.pid, signal.SIGKILL)
+        """Running jobs go on in their own sessions; a resumed controller re-attaches to them."""
+        self._queue.clear()
+        self._running.clear()
+
+
+def _read_pid_file(trial_dir: Path) -> dict[str, object] | None:
+    try:
+        record = json.loads((trial_dir / PID_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("pid"), int) else None

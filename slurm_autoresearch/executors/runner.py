@@ -153,7 +153,12 @@ class Runner:
         started_at = time.time()
         deadline = started + self.spec.time_limit_s
         self.metrics_path.unlink(missing_ok=True)
-        self._note(f"trial {self.spec.trial_id} in {self.spec.cwd}")
+        # A requeued job runs again from the start: what an earlier attempt left is not its outcome.
+        (self.trial_dir / OUTCOME_FILE).unlink(missing_ok=True)
+        job = os.environ.get("SLURM_JOB_ID", "")
+        if os.environ.get("SLURM_ARRAY_JOB_ID"):
+            job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+        self._note(f"trial {self.spec.trial_id} in {self.spec.cwd}" + (f" (Slurm job {job})" if job else ""))
 
         def finish(
             state: JobState,
@@ -197,8 +202,8 @@ class Runner:
             return outcome
 
         root = self.spec.cwd
-        if not root.is_dir():
-            return finish(JobState.FAILED, f"worktree {root} is missing")
+        if not root.is_dir():  # the machinery's fault, not the trial's: LOST is retried
+            return finish(JobState.LOST, f"worktree {root} is missing")
         changed = frozen_changes(root, self.spec.frozen)
         if changed:
             return finish(

@@ -40,7 +40,7 @@ SLURM_STATES: dict[str, JobState | None] = {
     "PREEMPTED": JobState.PREEMPTED,
 }
 
-SACCT_FIELDS = "JobID,State,NodeList,Start,End,Elapsed,AllocTRES,ExitCode,Timelimit"
+SACCT_FIELDS = "JobID,State,NodeList,Start,End,Elapsed,AllocTRES,ExitCode,Timelimit,Reason,Comment"
 
 
 def job_state(raw: str) -> JobState | None:
@@ -66,6 +66,8 @@ class SlurmRow:
     gpus: int = 0
     exit_code: str = ""
     timelimit_s: float | None = None
+    reason: str = ""  # why a pending job waits (Priority, Resources, QOSMaxJobsPerUserLimit...)
+    comment: str = ""
 
     @property
     def ours(self) -> JobState | None:
@@ -145,6 +147,8 @@ def parse_sacct(text: str) -> dict[str, SlurmRow]:
         if len(fields) < 9 or "." in fields[0]:
             continue
         job_id, state, node, start, end, elapsed, tres, exit_code, limit = fields[:9]
+        reason = fields[9] if len(fields) > 9 and fields[9] != "None" else ""
+        comment = "|".join(fields[10:])  # a comment may itself hold "|"
         for jid in _expand(job_id):
             rows[jid] = SlurmRow(
                 jid,
@@ -156,18 +160,25 @@ def parse_sacct(text: str) -> dict[str, SlurmRow]:
                 gpus_from_tres(tres),
                 exit_code,
                 duration_s(limit),
+                reason,
+                comment,
             )
     return rows
 
 
+SQUEUE_FORMAT = "%i|%T|%N|%r|%k"
+
+
 def parse_squeue(text: str) -> dict[str, SlurmRow]:
-    """Rows of `squeue -h -r -o %i|%T|%N`."""
+    """Rows of `squeue -h -r -o SQUEUE_FORMAT` (id, state, node, reason, comment)."""
     rows = {}
     for line in text.splitlines():
         fields = line.strip().split("|")
         if len(fields) >= 2 and fields[0]:
+            fields += [""] * (5 - len(fields))
+            reason = fields[3] if fields[3] != "None" else ""
             for jid in _expand(fields[0]):
-                rows[jid] = SlurmRow(jid, fields[1], fields[2] if len(fields) > 2 else "")
+                rows[jid] = SlurmRow(jid, fields[1], fields[2], reason=reason, comment="|".join(fields[4:]))
     return rows
 
 

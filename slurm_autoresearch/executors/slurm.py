@@ -21,7 +21,15 @@ from ..monitor import diagnose, tail
 from ..outcome import JobState, Outcome
 from .base import JobSpec, JobUpdate
 from .runner import LOG_FILE, OUTCOME_FILE, run_trial
-from .sacct import SACCT_FIELDS, SlurmRow, parse_sacct, parse_scontrol, parse_squeue, time_minutes
+from .sacct import (
+    SACCT_FIELDS,
+    SQUEUE_FORMAT,
+    SlurmRow,
+    parse_sacct,
+    parse_scontrol,
+    parse_squeue,
+    time_minutes,
+)
 
 if TYPE_CHECKING:
     from ..spec import TaskSpec
@@ -87,6 +95,12 @@ class _Job:
     submitted: float
     running: bool = False
     cancelled: bool = False
+    reason: str = ""  # the last pending reason reported
+
+
+def _last_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[-1] if text else type(exc).__name__
 
 
 def _run(cmd: list[str], timeout: float = 60) -> str:
@@ -112,6 +126,8 @@ class SlurmExecutor:
         poll_interval: float = 2.0,
         grace_s: float = 60.0,
         max_array_size: int | None = None,
+        max_pending_s: float | None = None,
+        submit_retries: int = 6,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.capacity = capacity
@@ -129,6 +145,9 @@ class SlurmExecutor:
         self._last_query = -math.inf
         self._polls_degraded = 0
         self._max_array = max_array_size  # None: ask the cluster (scontrol show config)
+        self.max_pending_s = max_pending_s
+        self.submit_retries = submit_retries
+        self._unsubmitted: list[tuple[JobSpec, int, float, str]] = []  # spec, attempts, due, last error
 
     # -- submitting ---------------------------------------------------------------------------
     def _max_array_size(self) -> int:
@@ -142,37 +161,104 @@ class SlurmExecutor:
         return self._max_array
 
     def submit(self, jobs: list[JobSpec]) -> dict[str, str]:
-        """One job array per batch (chunked at MaxArraySize); an sbatch failure is an outcome."""
-        import submitit
-
+        """One job array per batch (chunked at MaxArraySize). A refused sbatch (QOS limits,
+        MaxSubmitJobs, socket timeouts) is retried with backoff: such jobs get an empty id now and
+        a `submitted` update later, or a lost outcome after `submit_retries` refusals."""
         ids: dict[str, str] = {}
-        executor = submitit.SlurmExecutor(folder=self.folder / "%j", python=self.python)
-        executor.update_parameters(**self.params)
         size = self._max_array_size()
         for start in range(0, len(jobs), size):
             chunk = jobs[start : start + size]
             try:
-                handles = executor.map_array(run_trial, [spec.trial_dir for spec in chunk])
+                ids.update(self._sbatch(chunk))
             except Exception as exc:  # submitit raises FailedJobError/RuntimeError with sbatch's stderr
-                reason = f"sbatch failed: {str(exc).strip().splitlines()[-1] if str(exc).strip() else exc}"
+                error = _last_line(exc)
                 for spec in chunk:
                     ids[spec.trial_id] = ""
-                    self._pending.append(
-                        JobUpdate(spec.trial_id, "", "finished", Outcome(state=JobState.LOST, reason=reason))
-                    )
-                continue
-            now = self.clock()
-            for spec, handle in zip(chunk, handles, strict=True):
-                self._live[spec.trial_id] = _Job(spec, handle.job_id, now)
-                ids[spec.trial_id] = handle.job_id
+                    self._unsubmitted.append((spec, 1, self.clock() + 10.0, error))
         return ids
+
+    def _sbatch(self, chunk: list[JobSpec]) -> dict[str, str]:
+        import submitit
+
+        executor = submitit.SlurmExecutor(folder=self.folder / "%j", python=self.python)
+        # The comment names the trials in array order: a controller that died before recording the
+        # ids finds them again with squeue (or sacct, where job comments are stored).
+        executor.update_parameters(**self.params, comment="ara:" + ",".join(s.trial_id for s in chunk))
+        handles = executor.map_array(run_trial, [spec.trial_dir for spec in chunk])
+        now = self.clock()
+        for spec, handle in zip(chunk, handles, strict=True):
+            self._live[spec.trial_id] = _Job(spec, handle.job_id, now)
+        return {spec.trial_id: handle.job_id for spec, handle in zip(chunk, handles, strict=True)}
+
+    def _retry_submissions(self) -> list[JobUpdate]:
+        updates, waiting = [], []
+        now = self.clock()
+        due = [item for item in self._unsubmitted if item[2] <= now]
+        waiting = [item for item in self._unsubmitted if item[2] > now]
+        self._unsubmitted = waiting
+        if not due:
+            return updates
+        try:
+            ids = self._sbatch([spec for spec, *_ in due])
+            return [JobUpdate(tid, job_id, "submitted") for tid, job_id in ids.items()]
+        except Exception as exc:
+            error = _last_line(exc)
+        for spec, attempts, _, _ in due:
+            if attempts >= self.submit_retries:
+                reason = f"sbatch refused the job {attempts} times: {error}"
+                updates.append(
+                    JobUpdate(spec.trial_id, "", "finished", Outcome(state=JobState.LOST, reason=reason))
+                )
+            else:
+                backoff = min(10.0 * 2**attempts, 300.0)
+                self._unsubmitted.append((spec, attempts + 1, now + backoff, error))
+        return updates
+
+    def find(self, specs: list[JobSpec]) -> dict[str, str]:
+        """Jobs submitted for these trials whose ids were never recorded, by the job comment."""
+        wanted = {s.trial_id for s in specs}
+        found: dict[str, str] = {}
+        rows: dict[str, SlurmRow] = {}
+        with contextlib.suppress(RuntimeError, OSError, subprocess.TimeoutExpired):
+            rows.update(
+                parse_squeue(
+                    _run(["squeue", "-h", "-r", "--name", self.params["job_name"], "-o", SQUEUE_FORMAT])
+                )
+            )
+        with contextlib.suppress(RuntimeError, OSError, subprocess.TimeoutExpired):
+            rows.update(
+                parse_sacct(
+                    _run(
+                        [
+                            "sacct",
+                            "-X",
+                            "-n",
+                            "-P",
+                            "--name",
+                            self.params["job_name"],
+                            "-S",
+                            "now-7days",
+                            "-o",
+                            SACCT_FIELDS,
+                        ]
+                    )
+                )
+            )
+        for job_id, row in rows.items():
+            if not row.comment.startswith("ara:"):
+                continue
+            trials = row.comment[4:].split(",")
+            index = int(job_id.split("_")[1]) if "_" in job_id else 0
+            if index < len(trials) and trials[index] in wanted:
+                found[trials[index]] = job_id
+        return found
 
     def attach(self, spec: JobSpec, job_id: str) -> None:
         """Watch a job submitted by an earlier controller (ids come from the ledger)."""
         self._live[spec.trial_id] = _Job(spec, job_id, self.clock())
 
     def live(self) -> int:
-        return len(self._live)
+        return len(self._live) + len(self._unsubmitted)
 
     def cancel(self, trial_id: str) -> None:
         job = self._live.get(trial_id)
@@ -190,6 +276,8 @@ class SlurmExecutor:
     def poll(self) -> list[JobUpdate]:
         updates, self._pending = self._pending, []
         now = self.clock()
+        if self._unsubmitted:
+            updates += self._retry_submissions()
         if not self._live or now - self._last_query < self.poll_interval:
             return updates
         self._last_query = now
@@ -223,7 +311,7 @@ class SlurmExecutor:
                 self.watch = f"squeue (degraded: sacct failed: {exc})"
         self._polls_degraded += 1
         try:
-            out = _run(["squeue", "-h", "-r", "--name", self.params["job_name"], "-o", "%i|%T|%N"])
+            out = _run(["squeue", "-h", "-r", "--name", self.params["job_name"], "-o", SQUEUE_FORMAT])
             self.squeue_calls += 1
             return parse_squeue(out)
         except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
@@ -239,8 +327,28 @@ class SlurmExecutor:
             if row.state.startswith("RUNNING") and not job.running:
                 job.running = True
                 return JobUpdate(job.spec.trial_id, job.job_id, "running")
+            if row.state.startswith("PENDING"):
+                return self._pending_update(job, row)
             return None
         return self._finish(job, state, row)
+
+    def _pending_update(self, job: _Job, row: SlurmRow) -> JobUpdate | None:
+        """Say why a job waits (once per reason); end one that waited past max_pending_s."""
+        if row.reason and row.reason != job.reason:
+            job.reason = row.reason
+            return JobUpdate(job.spec.trial_id, job.job_id, "pending", note=row.reason)
+        waited = self.clock() - job.submitted
+        if self.max_pending_s is not None and waited > self.max_pending_s:
+            why = row.reason
+            with contextlib.suppress(RuntimeError, OSError, subprocess.TimeoutExpired):
+                if not why:  # accounting may not have the reason yet; the queue has it
+                    why = _run(["squeue", "-h", "-j", job.job_id, "-o", "%r"]).strip()
+                _run(["scancel", job.job_id])
+            reason = f"pending for {waited / 60:.1f} min ({why or 'no reason given'}); cancelled"
+            del self._live[job.spec.trial_id]
+            outcome = Outcome(state=JobState.LOST, reason=reason)
+            return JobUpdate(job.spec.trial_id, job.job_id, "finished", outcome)
+        return None
 
     def _resolve_missing(self, job: _Job) -> JobUpdate | None:
         """A job neither accounting nor the queue shows: ask scontrol, then the trial directory."""
