@@ -102,7 +102,7 @@ class Ledger:
     @classmethod
     def open(cls, path: Path, *, readonly: bool = False) -> Ledger:
         if readonly:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+            conn = _reader(path)
         else:
             conn = sqlite3.connect(path, timeout=30)
             # Run directories live on NFS, where WAL's shared memory does not work.
@@ -274,6 +274,23 @@ class Ledger:
             ]
             lines.append("\t".join(row))
         atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _reader(path: Path) -> sqlite3.Connection:
+    """A read-only connection. A writer killed mid-transaction leaves a hot journal that only a
+    writable connection can roll back; no writer is active then, so open one once to do it."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "readonly" not in str(exc):
+            raise
+        conn.close()
+        with sqlite3.connect(path, timeout=30) as writer:
+            writer.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        writer.close()
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    return conn
 
 
 def _to_db(value: Any) -> Any:

@@ -26,6 +26,9 @@ def recover(ctl: Controller) -> None:
     trials = ctl.ledger.trials()
     if not trials:
         return
+    stale = ctl.ws.clear_stale_locks()  # a git killed with the controller left these behind
+    if stale:
+        ctl.log(f"removed {len(stale)} stale git lock files: {', '.join(stale)}")
     kept = sorted((t for t in trials if t.decision is Decision.KEEP), key=lambda t: t.decided_at or 0)
     if kept:
         ctl.incumbent = kept[-1]

@@ -84,6 +84,33 @@ class Workspace:
         env = {} if has else dict(_FALLBACK_IDENTITY)
         return {k: v for k, v in env.items() if k not in os.environ}
 
+    def clear_stale_locks(self) -> list[str]:
+        """Lock files a killed git left on this run's refs and worktrees (call only as the run's
+        lock holder: the controller that ran those git commands is dead)."""
+        git_dir = Path(self.repo.git_dir)
+        patterns = [
+            f"refs/heads/ara/{self.run_id}/*.lock",
+            f"refs/ara/{self.run_id}/*.lock",
+            "worktrees/T*/*.lock",
+        ]
+        removed = []
+        for pattern in patterns:
+            for lock in git_dir.glob(pattern):
+                if pattern.startswith("worktrees") and not self._ours(
+                    git_dir / "worktrees" / lock.parent.name
+                ):
+                    continue
+                lock.unlink(missing_ok=True)
+                removed.append(str(lock.relative_to(git_dir)))
+        return removed
+
+    def _ours(self, admin: Path) -> bool:
+        """A linked worktree's admin dir belongs to this run when its gitdir points into our worktrees."""
+        try:
+            return Path((admin / "gitdir").read_text().strip()).is_relative_to(self.worktrees)
+        except OSError:
+            return False
+
     # -- names ------------------------------------------------------------------------------
     @property
     def best_branch(self) -> str:

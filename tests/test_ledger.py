@@ -104,3 +104,51 @@ def test_run_ids_do_not_collide(tmp_path: Path) -> None:
     a = RunDir.create(tmp_path, "same")
     b = RunDir.create(tmp_path, "same")
     assert a.path != b.path and b.run_id == "same-2"
+
+
+def test_lock_staleness_by_pid_heartbeat_and_slurm_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+    import time
+
+    rundir = RunDir.create(tmp_path / ".ara", "r2")
+    elsewhere = {"host": "login7", "pid": 42, "since": 0}
+    assert rundir.holder_alive({**elsewhere, "beat": time.time()}) is None  # cannot tell: refuse
+    assert rundir.holder_alive({**elsewhere, "beat": time.time() - 3600}) is False  # heartbeat stopped
+    me = {"host": socket.gethostname(), "pid": os.getpid()}
+    assert rundir.holder_alive(me) is True
+    assert rundir.holder_alive({**me, "start": "1"}) is False  # the pid was reused by another process
+    monkeypatch.setenv("SLURM_JOB_ID", "991")
+    assert rundir.holder_alive({**elsewhere, "beat": time.time(), "slurm_job": "991"}) is False  # requeued
+    rundir.lock_path.write_text(json.dumps({**elsewhere, "beat": time.time()}))
+    with pytest.raises(RunLockedError, match="held by controller pid 42 on login7"):
+        rundir.acquire()
+    rundir.lock_path.write_text(json.dumps({**elsewhere, "beat": time.time() - 3600}))
+    rundir.acquire()  # taken over
+    holder = rundir.lock_holder()
+    assert holder is not None and holder["pid"] == os.getpid() and holder["slurm_job"] == "991"
+    before = holder["beat"]
+    time.sleep(0.01)
+    rundir.heartbeat()
+    assert rundir.lock_holder()["beat"] > before  # type: ignore[index]
+    rundir.release()
+
+
+def test_readers_survive_a_writer_killed_mid_transaction(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "ledger.sqlite"
+    Ledger.open(path).close()
+    code = (
+        f"import sqlite3, os; c = sqlite3.connect({str(path)!r}); c.execute('begin'); "
+        "c.execute(\"insert into meta values ('state', '\\\"half\\\"')\"); "
+        "[c.execute('insert into events(at, kind) values(0, ?)', (str(i),)) for i in range(50000)]; "
+        "os.kill(os.getpid(), 9)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=False)
+    assert (tmp_path / "ledger.sqlite-journal").exists()  # a hot journal: the writer died holding it
+    reader = Ledger.open(path, readonly=True)  # `ara status` right after a SIGKILL
+    assert reader.meta() == {} and reader.events() == []  # rolled back: nothing half-written
+    reader.close()

@@ -128,3 +128,28 @@ def test_workdir_prefix(toy_repo: Path, tmp_path: Path) -> None:
     assert (made.worktree / "config.toml").read_text().startswith("x = 7")
     ws.release("T0002")
     ws.close()
+
+
+def test_stale_git_locks_of_this_run_are_cleared_and_others_kept(toy_repo: Path, tmp_path: Path) -> None:
+    ws = _ws(toy_repo, tmp_path)
+    base = ws.head()
+    ws.start(base)
+    made = ws.materialize("T0002", base, [Edit("config.toml", "x = 0.5", "x = 1.5")], "T0002: x\n\nwhy")
+    git_dir = toy_repo / ".git"
+    # what a git killed mid-command leaves: the best branch's ref lock and a worktree index lock
+    best_lock = git_dir / "refs/heads/ara/run1/best.lock"
+    best_lock.write_text(base + "\n")
+    index_lock = git_dir / "worktrees/T0002/index.lock"
+    index_lock.write_text("")
+    other = git_dir / "refs/heads/ara/run2/best.lock"  # another run's: maybe live, not ours
+    other.parent.mkdir(parents=True)
+    other.write_text("")
+    with pytest.raises(Exception, match="lock"):
+        ws.keep(made.commit)
+    removed = ws.clear_stale_locks()
+    assert sorted(removed) == ["refs/heads/ara/run1/best.lock", "worktrees/T0002/index.lock"]
+    assert other.exists() and not best_lock.exists() and not index_lock.exists()
+    ws.keep(made.commit)  # the branch moves again
+    assert git(toy_repo, "rev-parse", "ara/run1/best").strip() == made.commit
+    ws.release("T0002")
+    ws.close()
