@@ -142,11 +142,12 @@ class Controller:
                 raise BaselineError(f"baseline {trial.id} could not be prepared: {trial.reason}")
             self.submit([spec])
         done = self.ledger.trials()[0]
-        while done.decision is None and self.executor.live():
-            self._tick()
+        while done.decision is None:
+            self._tick()  # a job that ended while no controller ran reports here
             done = self.ledger.trials()[0]
-            if done.decision is None:
-                self.sleep(self.spec.run.poll_seconds)
+            if done.decision is not None or not self.executor.live():
+                break
+            self.sleep(self.spec.run.poll_seconds)
         if done.decision is not Decision.KEEP and not self.stopping:
             log = self.rundir.trial_dir(done.id) / LOG_FILE
             raise BaselineError(
@@ -356,7 +357,12 @@ class Controller:
             trial = self.ledger.trial(spec.trial_id)
             assert trial is not None
             trials[spec.trial_id] = self.ledger.update(
-                trial, now, state=TrialState.SUBMITTING, attempts=trial.attempts + 1, submitted_at=now
+                trial,
+                now,
+                event="submitting",
+                state=TrialState.SUBMITTING,
+                attempts=trial.attempts + 1,
+                submitted_at=now,
             )
         ids = self.executor.submit(specs)
         for spec in specs:
@@ -406,7 +412,7 @@ class Controller:
                     pending_reason="",
                 )
             elif update.outcome is not None:
-                self._decide(trial, update.outcome)
+                self.decide(trial, update.outcome)
 
     def _watch_running(self) -> None:
         """A bounded tail of each running log; the summarizer only when a rule fires."""
@@ -425,7 +431,7 @@ class Controller:
                 self._early_stop[trial.id] = f"cancelled by the monitor: {check.health.value}: {check.note}"
                 self.executor.cancel(trial.id)
 
-    def _decide(self, trial: Trial, outcome: Outcome) -> None:
+    def decide(self, trial: Trial, outcome: Outcome) -> None:
         if outcome.state.is_infrastructure() and trial.attempts <= self.spec.budget.max_retries:
             spec = self.job_spec(trial)
             if spec is not None:  # the machinery failed, not the trial: run it again

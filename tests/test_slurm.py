@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -404,3 +405,38 @@ def test_node_failure_and_a_vanished_worktree_are_retried(toy_repo: Path) -> Non
     retries = [e["detail"] for e in ledger.events() if e["kind"] == "retry"]
     assert any(d.startswith("node_fail") for d in retries) and any("worktree" in d for d in retries)
     ledger.close()
+
+
+def test_the_controller_as_a_slurm_job_comes_back_by_itself(toy_repo: Path) -> None:
+    (toy_repo / "config.toml").write_text("x = 0.5\ny = 2.0\nsleep = 2.0\n")
+    commit_all(toy_repo, "slower")
+    path = _slurm_task(toy_repo, trials=5, parallel=1, gpus=0)
+    path.write_text(path.read_text() + '\n[controller]\nwhere = "slurm"\nmem = "1G"\ntime = 30\n')
+    ara = str(Path(sys.executable).parent / "ara")
+    out = subprocess.run([ara, "submit", str(path)], cwd=toy_repo, capture_output=True, text=True, check=True)
+    run_id = out.stdout.split("run id: ")[1].split()[0]
+    job = out.stdout.split("controller: Slurm job ")[1].split()[0]
+    rundir = toy_repo / ".ara" / "runs" / run_id
+    deadline = time.time() + 90
+    while time.time() < deadline and not (rundir / "trials" / "T0002").exists():
+        time.sleep(0.5)
+    assert (rundir / "trials" / "T0002").exists(), _sacct(job, "JobID,State,Reason")
+    # Kill the controller inside its job: the job's loop starts it again, and it resumes.
+    killed = subprocess.run(["pkill", "-9", "-f", f"resume {rundir}"], check=False).returncode
+    assert killed == 0
+    deadline = time.time() + 180
+    state = ""
+    while time.time() < deadline:
+        res = subprocess.run([ara, "status", "--json", str(rundir)], capture_output=True, text=True)
+        if res.returncode == 0:
+            state = json.loads(res.stdout)["run"]["state"]
+            if state == "finished":
+                break
+        time.sleep(1)
+    assert state == "finished", (rundir / f"controller-job-{job}.out").read_text()[-2000:]
+    ledger = Ledger.open(rundir / "ledger.sqlite", readonly=True)
+    assert len(ledger.trials()) == 5 and all(t.state.value == "done" for t in ledger.trials())
+    assert [e["kind"] for e in ledger.events()].count("run-resumed") >= 1
+    ledger.close()
+    time.sleep(2)
+    assert _sacct(job).strip().endswith("COMPLETED")

@@ -184,7 +184,9 @@ class SlurmExecutor:
         # The comment names the trials in array order: a controller that died before recording the
         # ids finds them again with squeue (or sacct, where job comments are stored).
         executor.update_parameters(**self.params, comment="ara:" + ",".join(s.trial_id for s in chunk))
-        handles = executor.map_array(run_trial, [spec.trial_dir for spec in chunk])
+        # A controller that is itself a Slurm job must not hand its SLURM_* settings to the trials.
+        with submitit.helpers.clean_env():
+            handles = executor.map_array(run_trial, [spec.trial_dir for spec in chunk])
         now = self.clock()
         for spec, handle in zip(chunk, handles, strict=True):
             self._live[spec.trial_id] = _Job(spec, handle.job_id, now)
