@@ -236,3 +236,26 @@ def test_guide_queues_text_for_the_next_round(toy_repo: Path) -> None:
     assert guidance.rstrip().endswith("try larger x values")
     code, output = _invoke(["guide", run_id, "  "], toy_repo)
     assert code == 2 and "guidance text is empty" in output
+
+
+def _wait_for_state(repo: Path, run_id: str, states: tuple[str, ...], timeout: float = 120) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        out = _ara("status", "--json", run_id, cwd=repo)
+        if out.returncode == 0 and json.loads(out.stdout)["run"]["state"] in states:
+            return json.loads(out.stdout)
+        time.sleep(0.5)
+    raise AssertionError(f"run {run_id} did not reach {states}")
+
+
+def test_submit_detach_returns_at_once_and_the_run_finishes(toy_repo: Path) -> None:
+    path = write_task(toy_repo, trials=3)
+    start = time.time()
+    out = _ara("submit", "--detach", str(path), cwd=toy_repo)
+    assert out.returncode == 0, out.stderr
+    assert time.time() - start < 15
+    run_id = re.search(r"run id: (\S+)", out.stdout).group(1)  # type: ignore[union-attr]
+    assert "controller: pid" in out.stdout and f"ara status {run_id}" in out.stdout
+    doc = _wait_for_state(toy_repo, run_id, ("finished",))
+    assert len(doc["trials"]) == 3
+    assert (toy_repo / ".ara" / "runs" / run_id / "controller.out").read_text().count("submitted") >= 3

@@ -1,0 +1,60 @@
+"""Crash consistency: a controller killed with SIGKILL at random moments, resumed each time."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from slurm_autoresearch.ledger import Ledger
+from slurm_autoresearch.trial import Decision, TrialState
+
+from .conftest import commit_all, git, repo_state, write_task
+
+ARA = [sys.executable, "-m", "slurm_autoresearch.cli"]
+
+
+def test_sigkill_at_random_moments_loses_and_repeats_nothing(toy_repo: Path) -> None:
+    (toy_repo / "config.toml").write_text("x = 0.5  # the x knob\ny = 2.0\nsleep = 0.3\n")
+    commit_all(toy_repo, "slower")
+    path = write_task(toy_repo, trials=10, parallel=2)
+    before = repo_state(toy_repo)
+    rng = random.Random(3)
+    run_id, kills = "", 0
+    while kills < 6:
+        cmd = [*ARA, "resume", run_id] if run_id else [*ARA, "submit", str(path)]
+        proc = subprocess.Popen(
+            cmd, cwd=toy_repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        while not run_id:  # the run exists once its id is printed; kills start from there
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            assert line, "ara submit ended before printing the run id"
+            if line.startswith("run id: "):
+                run_id = line.split()[-1]
+        time.sleep(rng.uniform(0.3, 2.5))
+        if proc.poll() is not None:
+            break
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        kills += 1
+    # a git killed with the controller can leave a ref lock that would block moving the best branch
+    (toy_repo / ".git" / "refs" / "heads" / "ara" / run_id / "best.lock").write_text("")
+    final = subprocess.run([*ARA, "resume", run_id], cwd=toy_repo, capture_output=True, text=True)
+    assert final.returncode == 0, final.stdout + final.stderr
+    assert kills >= 3
+    rundir = toy_repo / ".ara" / "runs" / run_id
+    assert "removed 1 stale git lock files: refs/heads/ara/" in final.stdout
+    ledger = Ledger.open(rundir / "ledger.sqlite", readonly=True)
+    trials = ledger.trials()
+    assert ledger.meta()["state"] == "finished"
+    ledger.close()
+    assert len(trials) == 10 and all(t.state is TrialState.DONE and t.decision for t in trials)
+    assert all(t.attempts == 1 for t in trials)  # nothing submitted twice
+    assert all((rundir / "trials" / t.id / "runner.pid").exists() for t in trials)
+    kept = sorted((t for t in trials if t.decision is Decision.KEEP), key=lambda t: t.decided_at or 0)
+    assert git(toy_repo, "rev-parse", f"ara/{run_id}/best").strip() == kept[-1].commit
+    assert not [p for p in (rundir / "worktrees").glob("T*")]  # cleaned up
+    assert repo_state(toy_repo)[:3] == before[:3]
