@@ -12,7 +12,7 @@ from typing import Any
 from .hypothesis import Hypothesis
 from .llm import Call
 from .rundir import atomic_write_text
-from .trial import Decision, Trial, TrialState, trial_id
+from .trial import Decision, Trial, TrialKind, TrialState, trial_id
 
 # Append only: never edit a migration that has shipped; add the next one.
 MIGRATIONS: list[str] = [
@@ -85,10 +85,23 @@ MIGRATIONS: list[str] = [
     ALTER TABLE trials ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE trials ADD COLUMN pending_reason TEXT NOT NULL DEFAULT '';
     """,
+    # 5: decisions on evidence: repeats with seeds, two fidelities, combinations, holdout metrics
+    """
+    ALTER TABLE trials ADD COLUMN kind TEXT NOT NULL DEFAULT 'hypothesis';
+    ALTER TABLE trials ADD COLUMN of_trial TEXT;
+    ALTER TABLE trials ADD COLUMN seed INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE trials ADD COLUMN steps INTEGER;
+    ALTER TABLE trials ADD COLUMN fidelity TEXT NOT NULL DEFAULT 'full';
+    ALTER TABLE trials ADD COLUMN round INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE trials ADD COLUMN evidence TEXT;
+    ALTER TABLE trials ADD COLUMN holdout REAL;
+    UPDATE trials SET kind = 'baseline' WHERE seq = 1;
+    """,
 ]
 
 _COLUMNS = {  # Trial attribute -> column, where they differ
     "commit": "commit_sha",
+    "of": "of_trial",
 }
 
 
@@ -145,7 +158,19 @@ class Ledger:
 
     # -- trials -----------------------------------------------------------------------------
     def add_trial(
-        self, hypothesis: Hypothesis, *, parent: str, parent_trial: str | None, now: float
+        self,
+        hypothesis: Hypothesis,
+        *,
+        parent: str,
+        parent_trial: str | None,
+        now: float,
+        kind: TrialKind = TrialKind.HYPOTHESIS,
+        of: str | None = None,
+        commit: str | None = None,
+        seed: int = 0,
+        steps: int | None = None,
+        fidelity: str = "full",
+        round: int = 0,
     ) -> Trial:
         with self._tx():
             seq = self.conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM trials").fetchone()[0]
@@ -158,10 +183,18 @@ class Ledger:
                 parent=parent,
                 parent_trial=parent_trial,
                 created_at=now,
+                kind=kind,
+                of=of,
+                commit=commit,
+                seed=seed,
+                steps=steps,
+                fidelity=fidelity,
+                round=round,
             )
             self.conn.execute(
                 "INSERT INTO trials(id, seq, title, source, hypothesis, state, parent, parent_trial, "
-                "created_at) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "created_at, kind, of_trial, commit_sha, seed, steps, fidelity, round) "
+                "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     trial.id,
                     seq,
@@ -172,9 +205,16 @@ class Ledger:
                     parent,
                     parent_trial,
                     now,
+                    str(kind),
+                    of,
+                    commit,
+                    seed,
+                    steps,
+                    fidelity,
+                    round,
                 ),
             )
-            self._event(now, trial.id, "planned", trial.title)
+            self._event(now, trial.id, "planned", f"{kind}: {trial.title}" if of else trial.title)
         return trial
 
     def update(self, trial: Trial, now: float, event: str = "", **fields: Any) -> Trial:
@@ -257,7 +297,20 @@ class Ledger:
     # -- results.tsv ------------------------------------------------------------------------
     def write_results(self, path: Path, metric_name: str) -> None:
         """autoresearch's results.tsv columns (commit, metric, memory_gb, status, description) plus ours."""
-        header = ["trial", "commit", "parent", metric_name, "memory_gb", "status", "elapsed_s", "description"]
+        header = [
+            "trial",
+            "commit",
+            "parent",
+            metric_name,
+            "memory_gb",
+            "status",
+            "elapsed_s",
+            "description",
+            "kind",
+            "of",
+            "steps",
+            "seed",
+        ]
         lines = ["\t".join(header)]
         for t in self.trials():
             if t.decision is None:
@@ -271,6 +324,10 @@ class Ledger:
                 str(t.decision),
                 "" if t.elapsed is None else f"{t.elapsed:.1f}",
                 " ".join(t.title.split()),
+                str(t.kind),
+                t.of or "",
+                "" if t.steps is None else str(t.steps),
+                str(t.seed),
             ]
             lines.append("\t".join(row))
         atomic_write_text(path, "\n".join(lines) + "\n")
@@ -294,7 +351,7 @@ def _reader(path: Path) -> sqlite3.Connection:
 
 
 def _to_db(value: Any) -> Any:
-    if isinstance(value, (TrialState, Decision)):
+    if isinstance(value, (TrialState, Decision, TrialKind)):
         return str(value)
     if isinstance(value, dict):
         return json.dumps(value)
@@ -335,4 +392,12 @@ def _trial(row: sqlite3.Row) -> Trial:
         llm_tokens=row["llm_tokens"],
         attempts=row["attempts"],
         pending_reason=row["pending_reason"],
+        kind=TrialKind(row["kind"]),
+        of=row["of_trial"],
+        seed=row["seed"],
+        steps=row["steps"],
+        fidelity=row["fidelity"],
+        round=row["round"],
+        evidence=json.loads(row["evidence"]) if row["evidence"] else None,
+        holdout=row["holdout"],
     )

@@ -14,6 +14,7 @@ class TrialState(StrEnum):
     SUBMITTING = "submitting"  # handed to the executor, job id not yet known (find it on resume)
     QUEUED = "queued"  # the executor has it under a job id
     RUNNING = "running"
+    WAITING = "waiting"  # its job is done; the decision waits for more evidence (repeats, its round)
     DONE = "done"  # decided
 
     def is_finished(self) -> bool:
@@ -28,9 +29,32 @@ class Decision(StrEnum):
     DISCARD = "discard"
     CRASH = "crash"
     REJECTED = "rejected"
+    REPEAT = "repeat"  # a re-run whose value is evidence for another trial's decision
+    PROMOTED = "promoted"  # screened at the short budget and re-run at the full one
 
     def is_failure(self) -> bool:
         return self in (Decision.CRASH, Decision.REJECTED)
+
+
+class TrialKind(StrEnum):
+    """Why a row exists. Baseline and planned hypotheses count against budget.trials; a combination
+    follows from two keeps, so it does not; the others re-run a commit as evidence."""
+
+    BASELINE = "baseline"
+    HYPOTHESIS = "hypothesis"
+    COMBINE = "combine"  # the merge of two changes that each improved on the same parent
+    REPEAT = "repeat"  # same commit and steps, another seed: noise estimate and confirmations
+    PROMOTE = "promote"  # a screened hypothesis at the full budget
+    RERUN = "rerun"  # asked for with `ara rerun`
+
+    def is_hypothesis(self) -> bool:
+        return self in (TrialKind.BASELINE, TrialKind.HYPOTHESIS, TrialKind.COMBINE)
+
+    def counts_against_budget(self) -> bool:
+        return self in (TrialKind.BASELINE, TrialKind.HYPOTHESIS)
+
+    def is_evidence(self) -> bool:
+        return self in (TrialKind.REPEAT, TrialKind.RERUN)
 
 
 @dataclass
@@ -69,6 +93,14 @@ class Trial:
     llm_tokens: int = 0
     attempts: int = 0  # submissions so far; infrastructure failures are retried, crashes are not
     pending_reason: str = ""  # why the scheduler has not started it yet, while it waits
+    kind: TrialKind = TrialKind.HYPOTHESIS
+    of: str | None = None  # repeat/rerun: the trial it is evidence for; promote: its screen trial
+    seed: int = 0  # ARA_SEED
+    steps: int | None = None  # ARA_STEPS; None: the task's budget.steps
+    fidelity: str = "full"  # "screen" (multi-fidelity's short budget) or "full"
+    round: int = 0  # the planning round that proposed it
+    evidence: dict[str, Any] | None = None  # what the decision rested on: values, means, margin
+    holdout: float | None = None  # the holdout evaluation's metric; never shown to the planner
 
 
 def trial_id(seq: int) -> str:

@@ -59,6 +59,10 @@ def test_trials_round_trip_and_results_tsv(tmp_path: Path) -> None:
         "status",
         "elapsed_s",
         "description",
+        "kind",
+        "of",
+        "steps",
+        "seed",
     ]
     assert rows[1].split("\t") == [
         "T0001",
@@ -69,6 +73,10 @@ def test_trials_round_trip_and_results_tsv(tmp_path: Path) -> None:
         "keep",
         "1.2",
         "baseline",
+        "hypothesis",
+        "",
+        "",
+        "0",
     ]
     assert len(rows) == 2  # undecided trials are not results yet
     kinds = [e["kind"] for e in ledger.events()]
