@@ -85,6 +85,10 @@ def create_run(task: Task, now: float) -> RunDir:
     try:
         base = ws.head()
         frozen = ws.frozen_hashes(base)
+        for rel in frozen:  # every evaluation runs from these copies, whatever a trial does to its own
+            target = rundir.frozen / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(ws.read_bytes(base, rel))
         ws.start(base)
         best = ws.best_branch
     finally:
@@ -191,6 +195,8 @@ def open_run(
         watch=executor.watch,
         host=socket.gethostname(),
         pid=os.getpid(),
+        last_state=meta.get("state"),  # how it had ended: an ended run's `ara rerun` ends it so again
+        last_reason=meta.get("end_reason", ""),
         end_reason="",
         ended_at=None,
     )

@@ -19,6 +19,7 @@ class JobState(StrEnum):
     NODE_FAIL = "node_fail"  # the node (or its boot) failed under the job
     PREEMPTED = "preempted"
     LOST = "lost"  # the job ended without writing outcome.json, or vanished from the scheduler
+    TAMPERED = "tampered"  # the trial changed a frozen file or wrote its own metrics: void
 
     def is_infrastructure(self) -> bool:
         """Failures of the machinery, not of the trial's code: worth a retry."""
@@ -40,6 +41,7 @@ class Outcome:
     node: str = ""
     started_at: float | None = None  # wall clock, Unix seconds
     ended_at: float | None = None
+    holdout: dict[str, Any] = field(default_factory=dict)  # the holdout evaluation's metrics
 
     @property
     def has_metric(self) -> bool:

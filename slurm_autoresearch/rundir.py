@@ -109,6 +109,15 @@ class RunDir:
     def trial_dir(self, trial_id: str) -> Path:
         return self.path / "trials" / trial_id
 
+    @property
+    def frozen(self) -> Path:
+        """Untouched copies of the frozen files: every evaluation runs from these."""
+        return self.path / "frozen"
+
+    @property
+    def requests(self) -> Path:
+        return self.path / "requests"
+
     @classmethod
     def create(cls, root: Path, run_id: str) -> RunDir:
         root.mkdir(parents=True, exist_ok=True)
@@ -211,6 +220,28 @@ class RunDir:
     # -- stop requests (written by `ara stop`, read by the controller) ------------------------
     def request_stop(self, cancel: bool) -> None:
         atomic_write_text(self.stop_path, "cancel\n" if cancel else "finish\n")
+
+    def request_rerun(self, trial_id: str, steps: int | None, seeds: int, now: float) -> str:
+        """Ask the live controller for re-runs; returns the request id (rows carry it: idempotent)."""
+        rid = f"rerun-{time.time_ns()}"
+        self.requests.mkdir(exist_ok=True)
+        write_json(
+            self.requests / f"{rid}.json",
+            {"id": rid, "trial": trial_id, "steps": steps, "seeds": seeds, "at": now},
+        )
+        return rid
+
+    def rerun_requests(self) -> list[dict[str, Any]]:
+        found = []
+        for path in sorted(self.requests.glob("rerun-*.json")) if self.requests.is_dir() else []:
+            try:
+                found.append(json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError):
+                continue  # half-written by a dying `ara rerun`: atomic writes make this rare
+        return found
+
+    def done_request(self, rid: str) -> None:
+        (self.requests / f"{rid}.json").unlink(missing_ok=True)
 
     def stop_requested(self) -> str | None:
         try:

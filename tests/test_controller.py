@@ -164,8 +164,8 @@ def test_crashing_and_tampering_trials_are_data(toy_repo: Path) -> None:
     assert trials["crash"].decision is Decision.CRASH
     assert "RuntimeError: boom from train.py" in trials["crash"].reason
     assert trials["nan"].decision is Decision.CRASH and trials["nan"].metric is None
-    assert trials["tamper"].decision is Decision.CRASH
-    assert "frozen files changed during the command: evaluate.py" in trials["tamper"].reason
+    assert trials["tamper"].decision is Decision.REJECTED
+    assert "tampered: frozen files changed during the command: evaluate.py" in trials["tamper"].reason
     ledger.close()
 
 

@@ -137,7 +137,9 @@ def test_completed_job_reports_metric_and_environment(
     assert env["ARA_TRIAL_ID"] == "T0001"
     assert env["ARA_STEPS"] == "7"
     assert env["ARA_RUN_DIR"] == str(tmp_path)
-    assert env["ARA_METRICS_PATH"] == str(Path(spec.trial_dir) / "metrics.json")
+    assert env["ARA_SEED"] == "0"
+    # with a frozen evaluation only the evaluation gets a metrics path: training cannot write one
+    assert "ARA_METRICS_PATH" not in env
     assert env["WANDB_MODE"] == "offline" and env["WANDB_RUN_GROUP"] == "run1"
     assert env["CUDA_VISIBLE_DEVICES"] == ""
     log = (Path(spec.trial_dir) / "train.log").read_text()
@@ -235,7 +237,7 @@ def test_frozen_file_changed_during_the_job(make_executor: Factory, tmp_path: Pa
     )
     ex.submit([spec])
     outcome = _outcome(_drain(ex)["T0001"])
-    assert outcome.state is JobState.FAILED
+    assert outcome.state is JobState.TAMPERED
     assert outcome.frozen_changed == ["evaluate.py"]
     assert outcome.metric is None
     assert "frozen files changed during the command: evaluate.py" in outcome.reason

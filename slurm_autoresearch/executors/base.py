@@ -30,6 +30,9 @@ class JobSpec:
     frozen: dict[str, str]
     project: str
     env: dict[str, str] = field(default_factory=dict)
+    seed: int = 0
+    holdout: str | None = None  # the holdout evaluation's command
+    pristine: str = ""  # directory holding the run's untouched copies of the frozen files
 
     @property
     def cwd(self) -> Path:

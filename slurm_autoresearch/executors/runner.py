@@ -25,13 +25,14 @@ from pathlib import Path
 from ..monitor import diagnose, tail
 from ..outcome import JobState, Outcome
 from ..rundir import write_json
-from ..surface import frozen_changes
+from ..surface import frozen_changes, sha256_file
 from ..tracking import wandb_env
 from .base import JOB_FILE, JobSpec
 
 LOG_FILE = "train.log"
 OUTCOME_FILE = "outcome.json"
 METRICS_FILE = "metrics.json"
+HOLDOUT_FILE = "holdout.json"
 _KILL_GRACE_S = 5.0
 Finish = Callable[..., Outcome]
 _BLOCK_LINE = re.compile(r"^\s*([A-Za-z_][\w./-]*)\s*:\s*(\S+)\s*$")
@@ -49,6 +50,7 @@ def trial_env(spec: JobSpec, base: Mapping[str, str]) -> dict[str, str]:
         ARA_TRIAL_ID=spec.trial_id,
         ARA_RUN_DIR=spec.run_dir,
         ARA_STEPS=str(spec.steps),
+        ARA_SEED=str(spec.seed),
         ARA_METRICS_PATH=str(trial_dir / METRICS_FILE),
         PYTHONUNBUFFERED="1",
     )
@@ -95,6 +97,10 @@ class Runner:
         self.log = self.trial_dir / LOG_FILE
         self.metrics_path = self.trial_dir / METRICS_FILE
         self.env = trial_env(spec, os.environ)
+        # With a frozen evaluation, only the evaluation may write metrics: training gets no path.
+        self.train_env = dict(self.env)
+        if spec.eval:
+            self.train_env.pop("ARA_METRICS_PATH")
         self.stop: tuple[JobState, str] | None = None
         self.child: subprocess.Popen[bytes] | None = None
         self.shell = shutil.which("bash") or "/bin/sh"
@@ -112,14 +118,16 @@ class Runner:
         with self.log.open("a", encoding="utf-8") as fh:
             fh.write(f"[ara] {text}\n")
 
-    def _run(self, command: str, deadline: float) -> tuple[int | None, tuple[JobState, str] | None]:
+    def _run(
+        self, command: str, deadline: float, env: dict[str, str]
+    ) -> tuple[int | None, tuple[JobState, str] | None]:
         with self.log.open("ab") as fh:
             self.child = subprocess.Popen(
                 command,
                 shell=True,
                 executable=self.shell,
                 cwd=self.spec.cwd,
-                env=self.env,
+                env=env,
                 stdout=fh,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -129,6 +137,9 @@ class Runner:
         while True:
             try:
                 code = child.wait(timeout=0.2)
+                # Background processes the command left behind could touch files during the
+                # evaluation: the step's process group ends with it.
+                signal_group(child.pid, signal.SIGKILL)
                 # A cancel forwards SIGTERM to the command, which then exits "normally".
                 return code, self.stop
             except subprocess.TimeoutExpired:
@@ -166,6 +177,7 @@ class Runner:
             exit_code: int | None = None,
             metrics: dict[str, float] | None = None,
             frozen: list[str] | None = None,
+            holdout: dict[str, float] | None = None,
         ) -> Outcome:
             elapsed = time.monotonic() - started
             maxrss_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -197,6 +209,7 @@ class Runner:
                 node=socket.gethostname(),
                 started_at=started_at,
                 ended_at=time.time(),
+                holdout=holdout or {},
             )
             write_json(self.trial_dir / OUTCOME_FILE, outcome.to_dict())
             return outcome
@@ -207,33 +220,77 @@ class Runner:
         changed = frozen_changes(root, self.spec.frozen)
         if changed:
             return finish(
-                JobState.FAILED, f"frozen files differ before the job: {', '.join(changed)}", frozen=changed
+                JobState.TAMPERED, f"frozen files differ before the job: {', '.join(changed)}", frozen=changed
             )
-        self._note(f"$ {self.spec.command}  (ARA_STEPS={self.spec.steps})")
-        failed = self._step("command", self.spec.command, deadline, finish)
+        self._note(f"$ {self.spec.command}  (ARA_STEPS={self.spec.steps}, ARA_SEED={self.spec.seed})")
+        failed = self._step("command", self.spec.command, deadline, finish, self.train_env)
         if failed:
             return failed
-        output_from = 0
-        if self.spec.eval:
-            # The metric must come from the frozen evaluation, not from whatever training wrote.
-            self.metrics_path.unlink(missing_ok=True)
-            self._note(f"$ {self.spec.eval}  (frozen evaluation)")
-            output_from = self.log.stat().st_size
-            failed = self._step("evaluation", self.spec.eval, deadline, finish)
+        if not self.spec.eval:  # the task's contract: the command itself reports the metric
+            output = _read_from(self.log, 0)
+            return finish(JobState.COMPLETED, exit_code=0, metrics=read_metrics(self.metrics_path, output))
+        if self.metrics_path.exists():
+            self.metrics_path.unlink()
+            return finish(
+                JobState.TAMPERED,
+                f"the training wrote its own metrics file {METRICS_FILE}; only the frozen evaluation may",
+            )
+        metrics, failed = self._evaluate("evaluation", self.spec.eval, self.metrics_path, deadline, finish)
+        if failed:
+            return failed
+        holdout: dict[str, float] = {}
+        if self.spec.holdout:
+            path = self.trial_dir / HOLDOUT_FILE
+            holdout, failed = self._evaluate("holdout", self.spec.holdout, path, deadline, finish)
             if failed:
                 return failed
-        output = _read_from(self.log, output_from)
-        return finish(JobState.COMPLETED, exit_code=0, metrics=read_metrics(self.metrics_path, output))
+        outcome = finish(JobState.COMPLETED, exit_code=0, metrics=metrics, holdout=holdout)
+        return outcome
 
-    def _step(self, what: str, command: str, deadline: float, finish: Finish) -> Outcome | None:
+    def _evaluate(
+        self, what: str, command: str, path: Path, deadline: float, finish: Finish
+    ) -> tuple[dict[str, float], Outcome | None]:
+        """A frozen evaluation, run from the pristine copies of the frozen files."""
+        path.unlink(missing_ok=True)
+        broken = self._restore_pristine()
+        if broken:
+            return {}, finish(JobState.TAMPERED, broken)
+        self._note(f"$ {command}  ({what}, frozen)")
+        offset = self.log.stat().st_size
+        env = dict(self.env, ARA_METRICS_PATH=str(path))
+        failed = self._step(what, command, deadline, finish, env)
+        if failed:
+            return {}, failed
+        return read_metrics(path, _read_from(self.log, offset)), None
+
+    def _restore_pristine(self) -> str:
+        """Put the run's own copies of the frozen files in place (whatever the training left there,
+        symlinks included); a copy that does not match its recorded hash is refused."""
+        if not self.spec.pristine:
+            return ""
+        store = Path(self.spec.pristine)
+        for rel, expected in self.spec.frozen.items():
+            source = store / rel
+            if source.is_symlink() or not source.is_file() or sha256_file(source) != expected:
+                return f"the run's pristine copy of {rel} does not match its recorded hash"
+            target = self.spec.cwd / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.ara-pristine")
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, target)  # replaces a symlink itself, never writes through it
+        return ""
+
+    def _step(
+        self, what: str, command: str, deadline: float, finish: Finish, env: dict[str, str]
+    ) -> Outcome | None:
         """Run one command; the failed outcome when it did not succeed or touched a frozen file."""
-        code, stop = self._run(command, deadline)
+        code, stop = self._run(command, deadline, env)
         if stop:
             return finish(stop[0], f"{what}: {stop[1]}")
         changed = frozen_changes(self.spec.cwd, self.spec.frozen)
         if changed:
             reason = f"frozen files changed during the {what}: {', '.join(changed)}"
-            return finish(JobState.FAILED, reason, exit_code=code, frozen=changed)
+            return finish(JobState.TAMPERED, reason, exit_code=code, frozen=changed)
         if code != 0:
             return finish(JobState.FAILED, f"{what} {_exit_reason(code, tail(self.log))}", exit_code=code)
         return None
