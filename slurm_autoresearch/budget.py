@@ -1,4 +1,4 @@
-"""Budgets: whether the run may plan another trial, from the ledger alone (so they span resumes)."""
+"""Budgets: whether the run may go on, from the ledger alone (so they span resumes)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,21 @@ from .spec import BudgetSection
 from .trial import Trial
 
 
+def hypotheses(trials: list[Trial]) -> int:
+    """What budget.trials counts: the baseline and planned hypotheses, not re-runs or combinations."""
+    return sum(1 for t in trials if t.kind.counts_against_budget())
+
+
+def trials_spent(limit: BudgetSection, trials: list[Trial]) -> str:
+    """Why no more hypotheses may be planned ("" while some may); their pending re-runs still run."""
+    n = hypotheses(trials)
+    return f"trial budget spent ({n}/{limit.trials})" if n >= limit.trials else ""
+
+
 def spent(
     limit: BudgetSection, trials: list[Trial], *, elapsed_s: float, llm_usd: float, llm_tokens: int
 ) -> str:
-    """Why no more trials may be planned, or "" while budget remains."""
-    if len(trials) >= limit.trials:
-        return f"trial budget spent ({len(trials)}/{limit.trials})"
+    """Why no more jobs may start, or "" while budget remains."""
     if limit.wall_hours and elapsed_s >= limit.wall_hours * 3600:
         return f"wall-clock budget spent ({limit.wall_hours:g} h)"
     if limit.gpu_hours and sum(t.gpu_seconds or 0 for t in trials) >= limit.gpu_hours * 3600:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .errors import AraError, UsageError
+from .errors import AraError, TaskError, UsageError
 
 if TYPE_CHECKING:
     from .rundir import RunDir
@@ -125,17 +125,67 @@ def resume(run: str, detach: bool, root: Path | None) -> None:
         _drive(rundir, None)
 
 
+@main.command()
+@click.argument("run")
+@click.argument("trial")
+@click.option("--steps", type=click.IntRange(min=1), help="Step budget (ARA_STEPS); default: the trial's.")
+@click.option(
+    "--seeds", type=click.IntRange(1, 50), default=1, show_default=True, help="Runs, each a new seed."
+)
+@click.option("--detach", is_flag=True, help="For a finished run: run the re-runs in the background.")
+@root_option
+def rerun(run: str, trial: str, steps: int | None, seeds: int, detach: bool, root: Path | None) -> None:
+    """Re-run TRIAL of RUN exactly (its commit, command, resources) with new seeds, maybe longer."""
+    from .ledger import Ledger
+    from .rundir import find_run
+
+    rundir = find_run(run, root)
+    ledger = Ledger.open(rundir.ledger, readonly=True)
+    try:
+        found = ledger.trial(trial)
+        state = ledger.meta().get("state")
+    finally:
+        ledger.close()
+    if found is None or found.commit is None or found.job_id is None:
+        raise UsageError(
+            f"run {rundir.run_id} has no measured trial {trial!r}; see `ara status {rundir.run_id}`"
+        )
+    holder = rundir.lock_holder()
+    live = holder is not None and rundir.holder_alive(holder) is not False
+    rundir.request_rerun(found.id, steps, seeds, time.time())
+    what = f"{seeds} re-run(s) of {found.id} at {steps or found.steps or 'its'} steps"
+    if live:
+        click.echo(f"{what} queued for the running controller (pid {holder.get('pid')})")  # type: ignore[union-attr]
+        _how_to_follow(rundir.run_id)
+    elif state != "finished":
+        click.echo(f"{what} queued; `ara resume {rundir.run_id}` runs them with the rest of the run")
+    elif detach:
+        _detach(rundir, "rerun-queued")
+    else:
+        click.echo(f"{what}: running them now")
+        _drive(rundir, None, reruns_only=True)
+
+
+@main.command("rerun-queued", hidden=True)
+@click.argument("run")
+def rerun_queued(run: str) -> None:
+    """The background half of `ara rerun --detach`: run a finished run's queued re-runs."""
+    from .rundir import find_run
+
+    _drive(find_run(run, None), None, reruns_only=True)
+
+
 def _how_to_follow(run_id: str) -> None:
     click.echo(f"follow it with `ara status {run_id}`; stop it with `ara stop {run_id}`")
 
 
-def _detach(rundir: RunDir) -> None:
+def _detach(rundir: RunDir, command: str = "resume") -> None:
     import subprocess
 
     log = rundir.path / "controller.out"
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "slurm_autoresearch.cli", "resume", str(rundir.path)],
+            [sys.executable, "-m", "slurm_autoresearch.cli", command, str(rundir.path)],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -145,7 +195,7 @@ def _detach(rundir: RunDir) -> None:
     _how_to_follow(rundir.run_id)
 
 
-def _drive(rundir: RunDir, task: Task | None) -> None:
+def _drive(rundir: RunDir, task: Task | None, *, reruns_only: bool = False) -> None:
     """Run the controller here. First Ctrl-C: plan no more and finish the running trials; a second
     one, SIGTERM or SIGHUP: exit at once, jobs left running and the ledger consistent."""
     from .launcher import open_run
@@ -168,7 +218,7 @@ def _drive(rundir: RunDir, task: Task | None) -> None:
     signal.signal(signal.SIGINT, on_int)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
-    summary = controller.run()
+    summary = controller.run(reruns_only=reruns_only)
     if summary.state == "interrupted":
         sys.exit(130)
 
@@ -186,11 +236,16 @@ def status(run: str | None, as_json: bool, root: Path | None) -> None:
     from .ledger import Ledger
     from .rundir import find_run
     from .status import status_document
+    from .task import read_spec
 
     rundir = find_run(run, root)
+    try:
+        spec = read_spec(rundir.task_copy)
+    except TaskError:
+        spec = None  # the trials are shown all the same; the decision rule needs the task
     ledger = Ledger.open(rundir.ledger, readonly=True)
     try:
-        doc = status_document(rundir, ledger)
+        doc = status_document(rundir, ledger, spec=spec)
     finally:
         ledger.close()
     if as_json:

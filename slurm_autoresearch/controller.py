@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import budget, report
-from .decide import Verdict, decide
 from .errors import BaselineError, EditError
 from .executors import Executor, JobSpec
 from .executors.base import JOB_FILE
@@ -16,15 +15,16 @@ from .executors.runner import LOG_FILE
 from .ledger import Ledger
 from .llm import LLM
 from .monitor import Monitor
-from .outcome import JobState, Outcome
+from .outcome import Outcome
 from .planners import PlanContext, Planner
-from .planners.base import PlannerUnavailable
+from .planners.base import PlannerUnavailable, history
 from .playbook import Playbook
 from .recovery import recover
+from .referee import Referee
 from .rundir import RunDir, atomic_write_text, write_json
 from .summarizer import RuleSummarizer, Summarizer
 from .task import Task
-from .trial import Decision, Trial, TrialState
+from .trial import Decision, Trial, TrialKind, TrialState
 from .workspace import Workspace
 
 _PLANNER_FAILURES_TO_STOP = 5
@@ -74,8 +74,8 @@ class Controller:
         self.sleep = sleep
         self.echo = echo
         self.incumbent: Trial | None = None
-        self.stopping = ""  # why no more trials are planned
-        self.exhausted = False
+        self.stopping = ""  # why no more jobs start (stop request, a spent budget, crashes)
+        self.exhausted = ""  # why no more hypotheses are planned (their pending re-runs still run)
         self._files: tuple[str, dict[str, str]] | None = None
         self._started = float(ledger.meta().get("created_at", clock()))  # budgets span resumes
         self._last_beat = clock()
@@ -89,8 +89,9 @@ class Controller:
         self._llm_spent = False  # an LLM budget ran out: rules only from here on
         self._planner_failures = 0
         self._planner_paused_until = 0.0
-        self._early_stop: dict[str, str] = {}  # trial -> why the monitor cancelled it
+        self.early_stop: dict[str, str] = {}  # trial -> why the monitor cancelled it
         self._guidance_offset = 0
+        self.referee = Referee(self)
 
     # -- logging ----------------------------------------------------------------------------
     def log(self, message: str) -> None:
@@ -100,16 +101,25 @@ class Controller:
         self.echo(message)
 
     # -- the loop ---------------------------------------------------------------------------
-    def run(self) -> RunSummary:
-        """Carry the run on from whatever the ledger says, to its end (or an interruption)."""
+    def run(self, *, reruns_only: bool = False) -> RunSummary:
+        """Carry the run on from whatever the ledger says, to its end (or an interruption). With
+        reruns_only (`ara rerun` of a finished run), plan nothing: run the requested re-runs, and end
+        finished as before."""
         state, reason = "failed", ""
         self._count = 0
+        meta = self.ledger.meta()
         try:
             recover(self)
-            self._baseline()
-            self._loop()
+            if reruns_only:
+                self.exhausted = "re-running on request"
+                self._take_reruns()
+            else:
+                self._baseline()
+            self._loop(budgets=not reruns_only)
             state = "stopped" if self.stopping.startswith("stopped") else "finished"
-            reason = self.stopping or "planner has nothing left to propose"
+            reason = self.stopping or self.exhausted or "planner has nothing left to propose"
+            if reruns_only:
+                state, reason = "finished", meta.get("last_reason") or reason
         except BaselineError as exc:
             reason = str(exc)
             raise
@@ -126,6 +136,7 @@ class Controller:
         """One poll: stop requests, job updates, a look at running logs, the heartbeat."""
         self._check_stop_request()
         self._collect()
+        self._take_reruns()
         self._watch_running()
         if self.clock() - self._last_beat >= 30.0:
             self._last_beat = self.clock()
@@ -135,12 +146,28 @@ class Controller:
         if not self.ledger.trials():
             base = self.ledger.meta()["base_commit"]
             hypothesis = self.planner.baseline(self.ws.surface_files(base))
-            trial = self.ledger.add_trial(hypothesis, parent=base, parent_trial=None, now=self.clock())
+            trial = self.ledger.add_trial(
+                hypothesis,
+                parent=base,
+                parent_trial=None,
+                now=self.clock(),
+                kind=TrialKind.BASELINE,
+                seed=self.spec.noise.seed,
+                steps=self.spec.full_steps,
+            )
             self.log(f"{trial.id} baseline: running the unchanged code at {base[:7]}")
             spec = self.materialize(trial)
             if spec is None:
                 raise BaselineError(f"baseline {trial.id} could not be prepared: {trial.reason}")
             self.submit([spec])
+            # The first array also measures the noise (more seeds) and the screen score.
+            repeats = self.spec.noise.repeats - 1
+            if repeats:
+                self.referee.runs(trial, repeats, self.spec.full_steps, TrialKind.REPEAT, "noise estimate")
+            if self.spec.screening:
+                self.referee.runs(
+                    trial, 1, self.spec.fidelity.screen_steps, TrialKind.REPEAT, "incumbent's screen score"
+                )
         done = self.ledger.trials()[0]
         while done.decision is None:
             self._tick()  # a job that ended while no controller ran reports here
@@ -155,19 +182,46 @@ class Controller:
                 "before searching"
             )
 
-    def _loop(self) -> None:
+    def _loop(self, budgets: bool = True) -> None:
         while True:
             self._tick()
-            if not self.stopping:
+            if not self.stopping and budgets:
                 self._check_budget()
-            if not self.stopping and not self.exhausted:
+            if self.may_plan():
                 self._fill()
-            if self.executor.live() == 0 and (self.stopping or self.exhausted):
-                return
+            if self.executor.live() == 0 and not self.may_plan():
+                self.referee.settle()  # a last partial round, confirmations that will not come
+                if self.executor.live() == 0:
+                    return
             if self.executor.live() == 0 and self.clock() < self._planner_paused_until:
                 self.sleep(max(0.0, min(self._planner_paused_until - self.clock(), 60.0)))
                 continue
             self.sleep(self.spec.run.poll_seconds)
+
+    def _take_reruns(self) -> None:
+        """`ara rerun` requests: rows first (they carry the request id), then the request goes."""
+        for request in self.rundir.rerun_requests():
+            rid = str(request.get("id", ""))
+            done = any(t.hypothesis.extra.get("request") == rid for t in self.ledger.trials())
+            trial = self.ledger.trial(str(request.get("trial", "")))
+            if not done and trial is not None and trial.commit and self.may_run_more():
+                steps = int(request.get("steps") or trial.steps or self.spec.budget.steps)
+                why = f"`ara rerun` at {steps} steps"
+                rows = self.referee.runs(
+                    trial, int(request.get("seeds", 1)), steps, TrialKind.RERUN, why, request=rid
+                )
+                self.log(f"{trial.id} re-run on request: {', '.join(r.id for r in rows)} at {steps} steps")
+            elif not done and not self.may_run_more():
+                continue  # a stopping run keeps the request for its resume
+            self.rundir.done_request(rid)
+
+    def may_plan(self) -> bool:
+        """Whether new hypotheses may still be planned."""
+        return not self.stopping and not self.exhausted
+
+    def may_run_more(self) -> bool:
+        """Whether new jobs may still start (confirmations, promotions, combinations)."""
+        return not self.stopping
 
     def _check_stop_request(self) -> None:
         request = self.rundir.stop_requested()
@@ -194,17 +248,22 @@ class Controller:
     def _check_budget(self) -> None:
         usd, tokens = self.ledger.llm_totals()
         self._llm_spent = bool(budget.llm_spent(self.spec.budget, usd, tokens))  # rules judge from here on
+        trials = self.ledger.trials()
         self.stopping = budget.spent(
             self.spec.budget,
-            self.ledger.trials(),
+            trials,
             elapsed_s=self.clock() - self._started,
             llm_usd=usd,
             llm_tokens=tokens,
         )
         if self.stopping:
             self.log(self.stopping + ("; waiting for running trials" if self.executor.live() else ""))
+        elif not self.exhausted:
+            self.exhausted = budget.trials_spent(self.spec.budget, trials)
+            if self.exhausted:
+                self.log(self.exhausted + ("; finishing what runs" if self.executor.live() else ""))
 
-    def _flush_calls(self, shares: list[str] | None = None) -> None:
+    def flush_calls(self, shares: list[str] | None = None) -> None:
         """Model calls since the last flush go to the ledger and the log, with their cost."""
         calls = self.llm.take_calls() if self.llm else []
         if calls:
@@ -212,15 +271,15 @@ class Controller:
             with self.rundir.controller_log.open("a", encoding="utf-8") as fh:
                 fh.writelines(c.log_line() + "\n" for c in calls)
 
-    def _summarizer(self) -> Summarizer:
+    def summarizer_now(self) -> Summarizer:
         return self.rules if self._llm_spent else self.summarizer
 
     def _fill(self) -> None:
         """Keep every slot busy: plan as many hypotheses as there are free slots and budget."""
-        while not self.stopping:
+        while self.may_plan():
             trials = self.ledger.trials()
             free = self.executor.capacity - self.executor.live()
-            left = self.spec.budget.trials - len(trials)
+            left = self.spec.budget.trials - budget.hypotheses(trials)
             n = min(free, left)
             if n <= 0:
                 return
@@ -230,7 +289,7 @@ class Controller:
             try:
                 hypotheses = self.planner.propose(ctx, n)[:n]
             except PlannerUnavailable as exc:
-                self._flush_calls()
+                self.flush_calls()
                 self._planner_paused(str(exc))
                 return
             self._planner_failures = 0
@@ -241,25 +300,36 @@ class Controller:
                 self.ledger.set_meta(guidance_offset=self._guidance_offset)
                 self.ledger.event(self.clock(), "guidance-read", ctx.guidance.strip()[:2000])
             if not hypotheses:
-                self._flush_calls()
-                self.exhausted = True
+                self.flush_calls()
+                self.exhausted = "planner has nothing left to propose"
                 self.log(
                     "planner has nothing left to propose"
                     + ("; waiting for running trials" if self.executor.live() else "")
                 )
                 return
             specs, created = [], []
-            for hypothesis in hypotheses:
+            screen = self.spec.screening
+            planned = [t for t in trials if t.kind is TrialKind.HYPOTHESIS]
+            rounds = max((t.round for t in trials), default=0) + 1
+            for i, hypothesis in enumerate(hypotheses):
                 parent = self.incumbent
                 assert parent is not None and parent.commit is not None
                 trial = self.ledger.add_trial(
-                    hypothesis, parent=parent.commit, parent_trial=parent.id, now=self.clock()
+                    hypothesis,
+                    parent=parent.commit,
+                    parent_trial=parent.id,
+                    now=self.clock(),
+                    seed=self.spec.noise.seed,
+                    steps=self.spec.fidelity.screen_steps if screen else self.spec.full_steps,
+                    fidelity="screen" if screen else "full",
+                    # screened hypotheses are compared in rounds of round_size, whatever the slots
+                    round=(len(planned) + i) // self.spec.fidelity.round_size + 1 if screen else rounds,
                 )
                 created.append(trial.id)
                 spec = self.materialize(trial)
                 if spec:
                     specs.append(spec)
-            self._flush_calls(shares=created)  # a planning call's cost is shared by what it proposed
+            self.flush_calls(shares=created)  # a planning call's cost is shared by what it proposed
             if specs:
                 self.submit(specs)
             self._check_budget()
@@ -290,8 +360,8 @@ class Controller:
             notes.append(f"LLM dollars {budget.llm_usd - self.ledger.llm_totals()[0]:.2f} left.")
         return PlanContext(
             self.task,
-            trials,
-            self.incumbent,
+            history(trials),
+            replace(self.incumbent, holdout=None),
             self._files[1],
             left,
             guidance,
@@ -300,7 +370,9 @@ class Controller:
         )
 
     # -- one trial --------------------------------------------------------------------------
-    def materialize(self, trial: Trial) -> JobSpec | None:
+    def materialize(self, trial: Trial, patch: str = "") -> JobSpec | None:
+        """The trial's worktree and job file: its commit made from the hypothesis's edits, the merge
+        of a combination, or (re-runs, promotions) the commit it re-runs."""
         tdir = self.rundir.trial_dir(trial.id)
         tdir.mkdir(parents=True, exist_ok=True)
         h = trial.hypothesis
@@ -309,29 +381,42 @@ class Controller:
         try:
             if h.invalid:
                 raise EditError(h.invalid)
-            made = self.ws.materialize(trial.id, trial.parent, list(h.edits), h.commit_message(trial.id))
+            if trial.kind in (TrialKind.REPEAT, TrialKind.RERUN, TrialKind.PROMOTE):
+                assert trial.commit is not None
+                worktree, commit = self.ws.restore(trial.id, trial.commit), trial.commit
+            elif trial.kind is TrialKind.COMBINE:
+                made = self.ws.combine(trial.id, trial.parent, h.extra["other"], h.commit_message(trial.id))
+                worktree, commit, patch = made.worktree, made.commit, made.patch
+            else:
+                made = self.ws.materialize(trial.id, trial.parent, list(h.edits), h.commit_message(trial.id))
+                worktree, commit, patch = made.worktree, made.commit, made.patch
         except EditError as exc:
             self._reject(trial, str(exc))
             return None
-        atomic_write_text(tdir / "patch.diff", made.patch)
+        if patch or not (tdir / "patch.diff").exists():
+            atomic_write_text(tdir / "patch.diff", patch)
+        full = trial.fidelity != "screen"
         spec = JobSpec(
             trial_id=trial.id,
             run_id=self.rundir.run_id,
             run_dir=str(self.rundir.path),
             trial_dir=str(tdir),
-            worktree=str(made.worktree),
+            worktree=str(worktree),
             workdir=self.task.workdir,
             command=self.spec.task.command,
             eval=self.spec.task.eval,
             metric=self.spec.metric.name,
-            steps=self.spec.budget.steps,
+            steps=trial.steps or self.spec.budget.steps,
             time_limit_s=self.spec.budget.trial_minutes * 60,
             gpus=self.spec.resources.gpus_per_trial,
             frozen=self.frozen,
             project=self.task.name,
+            seed=trial.seed,
+            holdout=self.spec.task.holdout if full else None,
+            pristine=str(self.rundir.frozen) if self.rundir.frozen.is_dir() else "",
         )
         write_json(tdir / JOB_FILE, spec.to_dict())
-        self.ledger.update(trial, self.clock(), event="materialized", commit=made.commit)
+        self.ledger.update(trial, self.clock(), event="materialized", commit=commit)
         return spec
 
     def _reject(self, trial: Trial, reason: str) -> None:
@@ -347,7 +432,7 @@ class Controller:
             learning=f"{trial.title}: rejected ({reason})",
         )
         self.log(f"{trial.id} rejected: {trial.title}: {reason}")
-        self._record(trial, None)
+        self.record(trial, None)
 
     def submit(self, specs: list[JobSpec]) -> None:
         """Record the intent first: a controller that dies inside sbatch finds the job on resume."""
@@ -412,101 +497,28 @@ class Controller:
                     pending_reason="",
                 )
             elif update.outcome is not None:
-                self.decide(trial, update.outcome)
+                self.referee.ended(trial, update.outcome)
+        if updates and self.spec.screening:
+            self.referee.promote()
 
     def _watch_running(self) -> None:
         """A bounded tail of each running log; the summarizer only when a rule fires."""
         for trial in self.ledger.trials():
-            if trial.state is not TrialState.RUNNING or trial.id in self._early_stop:
+            if trial.state is not TrialState.RUNNING or trial.id in self.early_stop:
                 continue
             seen = self.monitor.look(trial.id, self.rundir.trial_dir(trial.id) / LOG_FILE)
             if seen.rule is None:
                 continue
-            check = self._summarizer().check(trial, seen.tail, seen.rule)
-            self._flush_calls()
+            check = self.summarizer_now().check(trial, seen.tail, seen.rule)
+            self.flush_calls()
             note = f"{check.health.value}: {check.note} ({check.by})"
             self.ledger.event(self.clock(), "health", note, trial=trial.id)
             self.log(f"{trial.id} {note}" + ("; cancelling it" if check.action == "cancel" else ""))
             if check.action == "cancel":
-                self._early_stop[trial.id] = f"cancelled by the monitor: {check.health.value}: {check.note}"
+                self.early_stop[trial.id] = f"cancelled by the monitor: {check.health.value}: {check.note}"
                 self.executor.cancel(trial.id)
 
-    def decide(self, trial: Trial, outcome: Outcome) -> None:
-        if outcome.state.is_infrastructure() and trial.attempts <= self.spec.budget.max_retries:
-            spec = self.job_spec(trial)
-            if spec is not None:  # the machinery failed, not the trial: run it again
-                self.ledger.event(self.clock(), "retry", f"{outcome.state.value}: {outcome.reason}", trial.id)
-                self.log(
-                    f"{trial.id} {outcome.state.value} ({outcome.reason}); retry {trial.attempts} of "
-                    f"{self.spec.budget.max_retries}"
-                )
-                self.submit([spec])
-                return
-        now = self.clock()
-        best = self.incumbent.metric if self.incumbent else None
-        verdict = decide(outcome, best, self.spec.metric.goal, self.spec.metric.min_delta)
-        if trial.id in self._early_stop and outcome.state is JobState.CANCELLED:
-            verdict = Verdict(Decision.CRASH, self._early_stop.pop(trial.id))
-        learning = self._learning(trial, outcome, verdict)
-        judgement = self._summarizer().judge(trial, outcome, verdict, self.incumbent, learning)
-        self._flush_calls()
-        # Guardrail: the summarizer may veto a keep, never keep what the metric did not earn; and
-        # never the baseline's, which is what everything else is compared with.
-        vetoed = verdict.decision is Decision.KEEP and judgement.advice == "revert" and best is not None
-        if self.spec.decide.by == "summarizer" and vetoed:
-            verdict = Verdict(
-                Decision.DISCARD, f"reverted on the summarizer's advice: {judgement.reason}", verdict.delta
-            )
-            learning = self._learning(trial, outcome, verdict)
-        self.monitor.forget(trial.id)
-        self.ledger.update(
-            trial,
-            now,
-            event="decided",
-            state=TrialState.DONE,
-            decision=verdict.decision,
-            reason=verdict.reason,
-            metric=outcome.metric if outcome.has_metric else None,
-            metrics=outcome.metrics,
-            job_state=str(outcome.state),
-            elapsed=outcome.elapsed,
-            gpu_seconds=outcome.gpu_seconds,
-            memory_gb=outcome.memory_gb,
-            node=outcome.node or None,
-            job_started_at=outcome.started_at,
-            job_ended_at=outcome.ended_at,
-            finished_at=now,
-            decided_at=now,
-            learning=judgement.learning if judgement.by != "rules" else learning,
-            summary=judgement.summary,
-        )
-        if verdict.decision is not Decision.REJECTED:
-            self.playbook.add(self.rundir.run_id, [f"{trial.id} {trial.learning}"])
-        calls = getattr(self.executor, "sacct_calls", None)
-        if calls is not None:
-            self.ledger.set_meta(sacct_calls=calls, sacct_calls_at=now)
-        if verdict.decision is Decision.KEEP:
-            assert trial.commit is not None
-            self.ws.keep(trial.commit)
-            self.incumbent = trial
-        self.ws.release(trial.id)
-        shown = f"{outcome.metric:.6g}" if outcome.has_metric else outcome.state.value
-        self.log(
-            f"{trial.id} {verdict.decision.value}: {self.spec.metric.name}={shown} "
-            f"({trial.title}; {verdict.reason})"
-        )
-        self._record(trial, outcome)
-
-    def _learning(self, trial: Trial, outcome: Outcome, verdict: Verdict) -> str:
-        if verdict.decision is Decision.CRASH:
-            return f"{trial.title}: crashed ({outcome.reason or outcome.state.value})"
-        against = f" vs {self.incumbent.id}" if self.incumbent else ""
-        delta = f" ({verdict.delta:+.4g}{against})" if verdict.delta is not None else ""
-        return (
-            f"{trial.title}: {self.spec.metric.name} {outcome.metric:.4g}{delta} -> {verdict.decision.value}"
-        )
-
-    def _record(self, trial: Trial, outcome: Outcome | None) -> None:
+    def record(self, trial: Trial, outcome: Outcome | None) -> None:
         report.write_trial_report(self.rundir, self.spec, trial, outcome)
         self.ledger.write_results(self.rundir.results, self.spec.metric.name)
 

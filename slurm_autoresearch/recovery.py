@@ -6,7 +6,8 @@ effect is idempotent, so a controller killed at any instant is replaced by this 
 - planned, no commit: materialize again (worktree and branch are rebuilt from scratch);
 - planned with a commit, or submitting: find a job started for it (runner.pid locally, the job
   comment on Slurm) and attach to it, or submit it;
-- queued or running: re-attach by job id; a job that ended meanwhile reports its outcome.
+- queued or running: re-attach by job id; a job that ended meanwhile reports its outcome;
+- waiting (measured, not decided): judged again, which decides it or finds it still waiting.
 """
 
 from __future__ import annotations
@@ -37,7 +38,12 @@ def recover(ctl: Controller) -> None:
     submit: list[JobSpec] = []
     find: list[JobSpec] = []
     attached = 0
+    waiting: list[str] = []
     for trial in trials:
+        if trial.state is TrialState.WAITING:
+            ctl.ws.release(trial.id)
+            waiting.append(trial.id)
+            continue
         if trial.state is TrialState.DONE:
             ctl.ws.release(trial.id)
             if not (ctl.rundir.trial_dir(trial.id) / "report.md").exists():
@@ -81,6 +87,10 @@ def recover(ctl: Controller) -> None:
             submit.append(spec)
     if submit:
         ctl.submit(submit)
+    for tid in waiting:  # the controller may have died between recording an outcome and deciding
+        trial = ctl.ledger.trial(tid)
+        if trial is not None and trial.state is TrialState.WAITING:
+            ctl.referee.judge(trial)
     ctl.ledger.write_results(ctl.rundir.results, ctl.spec.metric.name)
     ctl.log(
         f"resumed {ctl.rundir.run_id}: {len(trials)} trials in the ledger, {attached} jobs re-attached, "

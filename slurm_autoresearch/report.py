@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import evidence, fidelity
 from .executors.runner import LOG_FILE
 from .monitor import tail
 from .outcome import Outcome
@@ -48,8 +49,27 @@ def trial_report(rundir: RunDir, spec: TaskSpec, trial: Trial, outcome: Outcome 
         f"- parent: {trial.parent_trial or '-'} ({(trial.parent or '')[:7]}), "
         f"commit {(trial.commit or '-')[:7]}"
         + (f", ref `refs/ara/{rundir.run_id}/{trial.id}`" if trial.commit else ""),
-        f"- source: {h.source}",
+        f"- source: {h.source}, kind {trial.kind}"
+        + (f" of {trial.of}" if trial.of else "")
+        + f", seed {trial.seed}, {trial.steps or spec.budget.steps} steps ({trial.fidelity} fidelity)",
     ]
+    ev = trial.evidence or {}
+    if ev.get("candidate"):
+        runs = ", ".join(f"{v:.6g}" for v in ev["candidate"])
+        line = f"- evidence: runs [{runs}]"
+        if ev.get("incumbent"):
+            line += (
+                f" vs {ev.get('incumbent_trial')} [{', '.join(f'{v:.6g}' for v in ev['incumbent'])}]: "
+                f"delta {ev['delta']:+.4g}, margin {ev['margin']:.4g} ({ev['rule']}"
+                + (f", sd {ev['sigma']:.4g}" if ev.get("sigma") is not None else "")
+                + ")"
+            )
+        lines.append(line)
+    if trial.holdout is not None:
+        lines.append(
+            f"- holdout {metric}: {trial.holdout:.6g}"
+            + (f" ({ev['holdout_flag']})" if ev.get("holdout_flag") else "")
+        )
     if outcome is not None:
         gpus = spec.resources.gpus_per_trial
         lines += [
@@ -102,7 +122,15 @@ def write_run_report(rundir: RunDir, spec: TaskSpec, ledger: Ledger) -> Path:
         f"- started {_when(meta.get('created_at'))}, wall time {wall / 60:.1f} min, "
         f"{meta.get('executor')} executor x{meta.get('parallel')}, {meta.get('planner')} planner",
         f"- metric: {metric} ({goal}), min_delta {spec.metric.min_delta:g}",
+        "- decisions: " + _rules(trials, spec, best),
     ]
+    if spec.screening:
+        saved = fidelity.savings(trials, spec)
+        lines.append(
+            f"- multi-fidelity: screened at {spec.fidelity.screen_steps} steps, full {spec.full_steps}; "
+            f"{saved.gpu_hours:.3f} GPU-hours ({saved.slot_hours:.3f} slot-hours) spent vs "
+            f"{saved.full_budget_gpu_hours:.3f} ({saved.full_budget_slot_hours:.3f}) at full budget"
+        )
     if baseline is not None and baseline.metric is not None and best is not None and best.metric is not None:
         delta = best.metric - baseline.metric
         lines.append(
@@ -118,15 +146,16 @@ def write_run_report(rundir: RunDir, spec: TaskSpec, ledger: Ledger) -> Path:
         "",
         "## Trials",
         "",
-        f"| trial | parent | {metric} | decision | elapsed s | title | reason |",
-        "|---|---|---|---|---|---|---|",
+        f"| trial | parent | kind | steps | {metric} | decision | elapsed s | title | reason |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for t in trials:
         title = t.title.replace("|", "\\|")
         reason = t.reason.replace("|", "\\|")[:120]
         decision = f"**{t.decision.value}**" if t.decision is Decision.KEEP else (t.decision or t.state)
         lines.append(
-            f"| [{t.id}](trials/{t.id}/report.md) | {t.parent_trial or '-'} | {_fmt(t.metric)} | "
+            f"| [{t.id}](trials/{t.id}/report.md) | {t.parent_trial or '-'} | {t.kind}"
+            f"{' of ' + t.of if t.of else ''} | {t.steps or spec.budget.steps} | {_fmt(t.metric)} | "
             f"{decision} | {_fmt(t.elapsed, '.1f')} | {title} | {reason} |"
         )
     if kept:
@@ -137,6 +166,24 @@ def write_run_report(rundir: RunDir, spec: TaskSpec, ledger: Ledger) -> Path:
         lines += ["", "## Learnings", "", *learnings]
     atomic_write_text(rundir.report, "\n".join(lines) + "\n")
     return rundir.report
+
+
+def _rules(trials: list[Trial], spec: TaskSpec, best: Trial | None) -> str:
+    o = evidence.overview(trials, spec, best)
+    how = (
+        f"noise rule, one-sided level {o['level']:g}, confirm {o['confirm']}"
+        if o["rule"] == "noise"
+        else f"min_delta {o['min_delta']:g}"
+    )
+    spread = (
+        f"run-to-run sd {o['sigma']:.4g} (dof {o['dof']})" if o["sigma"] is not None else "spread unmeasured"
+    )
+    margin = (
+        f"; a single new run must beat the best by {o['margin_one_run']:.4g}"
+        if o["margin_one_run"] is not None
+        else ""
+    )
+    return f"{how}; {spread} at {o['steps']} steps from {o['repeats']} baseline seed(s){margin}"
 
 
 def progress_plot(trials: list[Trial], metric: str, goal: str, path: Path) -> None:

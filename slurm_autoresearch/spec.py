@@ -23,6 +23,7 @@ class TaskSection(_Section):
     workdir: str | None = None
     command: Annotated[str, Field(min_length=1)]
     eval: str | None = None
+    holdout: str | None = None  # a second frozen evaluation for kept trials; the planner never sees it
     playbook: str | None = None
 
 
@@ -193,6 +194,30 @@ class ModelsSection(_Section):
 
 class DecideSection(_Section):
     by: Literal["rules", "summarizer"] = "rules"
+    # noise: keep when the improvement passes a one-sided test at `level` against the measured
+    # spread (never less than min_delta); min_delta: the fixed margin alone; auto: noise once
+    # [noise] repeats >= 2, else min_delta.
+    rule: Literal["auto", "noise", "min_delta"] = "auto"
+    level: Annotated[float, Field(gt=0, lt=0.5)] = 0.01
+    confirm: Annotated[int, Field(ge=0, le=20)] = 4  # new-seed re-runs of a promising candidate
+    promising: Annotated[float, Field(ge=0)] = 1.0  # standard errors of improvement worth confirming
+    jump: Annotated[float, Field(ge=0)] = 2.0  # metric ratio over the incumbent that needs confirming
+    simplicity: bool = True  # a tie within the margin keeps a candidate whose diff removes lines
+
+
+class NoiseSection(_Section):
+    repeats: Annotated[int, Field(ge=1, le=50)] = 1  # baseline runs with seeds seed..seed+k-1
+    seed: Annotated[int, Field(ge=0)] = 0  # ARA_SEED of every trial's first run
+
+
+class FidelitySection(_Section):
+    """Screen every hypothesis at screen_steps; re-run the best at full_steps, which alone can keep."""
+
+    screen_steps: Annotated[int, Field(ge=0)] = 0  # 0: no screening
+    full_steps: PositiveInt | None = None  # default: budget.steps
+    promote: PositiveInt = 1  # per round of screened hypotheses
+    round_size: Annotated[int, Field(ge=1)] = 4  # screened hypotheses compared with each other
+    promote_when: Literal["better", "top"] = "better"  # better: only those beating the incumbent's screen
 
 
 class PlaybookSection(_Section):
@@ -228,11 +253,39 @@ class TaskSpec(_Section):
     slurm: SlurmSection = SlurmSection()
     models: ModelsSection = ModelsSection()
     decide: DecideSection = DecideSection()
+    noise: NoiseSection = NoiseSection()
+    fidelity: FidelitySection = FidelitySection()
     playbook: PlaybookSection = PlaybookSection()
     monitor: MonitorSection = MonitorSection()
     controller: ControllerSection = ControllerSection()
     search: SearchSection = SearchSection()
     ideas: list[IdeaSpec] = []
+
+    @model_validator(mode="after")
+    def _decisions(self) -> TaskSpec:
+        if self.decide.rule == "noise" and self.noise.repeats < 2:
+            raise ValueError(
+                '[decide] rule = "noise" needs a measured spread: set [noise] repeats to 2 or more'
+            )
+        if self.fidelity.screen_steps and self.fidelity.screen_steps >= self.full_steps:
+            raise ValueError(
+                f"[fidelity] screen_steps ({self.fidelity.screen_steps}) must be below full_steps "
+                f"({self.full_steps})"
+            )
+        return self
+
+    @property
+    def full_steps(self) -> int:
+        return self.fidelity.full_steps or self.budget.steps
+
+    @property
+    def screening(self) -> bool:
+        return self.fidelity.screen_steps > 0
+
+    @property
+    def noise_rule(self) -> bool:
+        """Whether keeps are judged against the measured spread (else the fixed min_delta)."""
+        return self.decide.rule == "noise" or (self.decide.rule == "auto" and self.noise.repeats >= 2)
 
 
 # -- error formatting -----------------------------------------------------------------------

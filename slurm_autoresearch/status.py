@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from . import budget, evidence, fidelity
 from .ledger import Ledger
 from .rundir import RunDir
-from .trial import Decision, Trial, TrialState
+from .spec import TaskSpec
+from .trial import Decision, Trial, TrialKind, TrialState
 
 SCHEMA = 1
 
@@ -35,6 +37,14 @@ def _trial(t: Trial) -> dict[str, Any]:
         "title": t.title,
         "source": t.source,
         "reason": t.reason,
+        "kind": str(t.kind),
+        "of": t.of,
+        "seed": t.seed,
+        "steps": t.steps,
+        "fidelity": t.fidelity,
+        "round": t.round,
+        "evidence": t.evidence,
+        "holdout": t.holdout,
     }
 
 
@@ -48,7 +58,26 @@ def run_state(rundir: RunDir, recorded: str) -> str:
     return recorded
 
 
-def status_document(rundir: RunDir, ledger: Ledger, now: float | None = None) -> dict[str, Any]:
+def _decisions(trials: list[Trial], spec: TaskSpec | None, incumbent: Trial | None) -> dict[str, Any] | None:
+    return None if spec is None else evidence.overview(trials, spec, incumbent)
+
+
+def _fidelity(trials: list[Trial], spec: TaskSpec | None) -> dict[str, Any] | None:
+    if spec is None or not spec.screening:
+        return None
+    return {
+        "screen_steps": spec.fidelity.screen_steps,
+        "full_steps": spec.full_steps,
+        "screened": sum(1 for t in trials if t.kind is TrialKind.HYPOTHESIS and t.fidelity == "screen"),
+        "promoted": sum(1 for t in trials if t.kind is TrialKind.PROMOTE),
+        **fidelity.savings(trials, spec).to_dict(),
+    }
+
+
+def status_document(
+    rundir: RunDir, ledger: Ledger, now: float | None = None, spec: TaskSpec | None = None
+) -> dict[str, Any]:
+    """The run as JSON; with the run's task spec it also carries the decision rule and fidelity."""
     now = time.time() if now is None else now
     meta = ledger.meta()
     trials = ledger.trials()
@@ -83,7 +112,8 @@ def status_document(rundir: RunDir, ledger: Ledger, now: float | None = None) ->
         },
         "metric": {"name": meta.get("metric"), "goal": meta.get("goal")},
         "budget": {
-            "trials": {"used": len(trials), "limit": meta.get("trial_budget")},
+            "trials": {"used": budget.hypotheses(trials), "limit": meta.get("trial_budget")},
+            "jobs": {"used": sum(1 for t in trials if t.job_id), "limit": None},
             "wall_seconds": {
                 "used": round((ended or now) - created, 1),
                 "limit": wall_hours * 3600 if wall_hours else None,
@@ -110,11 +140,13 @@ def status_document(rundir: RunDir, ledger: Ledger, now: float | None = None) ->
             "commit": baseline.commit,
             "metric": baseline.metric,
         },
+        "decisions": _decisions(trials, spec, incumbent),
+        "fidelity": _fidelity(trials, spec),
         "counts": {
             **{str(d): sum(1 for t in trials if t.decision is d) for d in Decision},
             **{
                 str(s): sum(1 for t in trials if t.state is s)
-                for s in (TrialState.QUEUED, TrialState.RUNNING)
+                for s in (TrialState.QUEUED, TrialState.RUNNING, TrialState.WAITING)
             },
         },
         "trials": [_trial(t) for t in trials],

@@ -50,6 +50,17 @@ def print_status(doc: dict[str, Any], console: Console | None = None) -> None:
         inc = doc["incumbent"]
         line += f", best {_num(inc['metric'])} by {inc['trial']} ({inc['title']})"
     console.print(line)
+    rule = doc.get("decisions")
+    if rule:
+        console.print(_rule_line(rule))
+    fid = doc.get("fidelity")
+    if fid:
+        console.print(
+            f"screening at {fid['screen_steps']} steps, full {fid['full_steps']}: {fid['screened']} "
+            f"screened, {fid['promoted']} promoted; GPU-hours {fid['gpu_hours']:.3f} vs "
+            f"{fid['full_budget_gpu_hours']:.3f} at full budget (slot-hours {fid['slot_hours']:.3f} vs "
+            f"{fid['full_budget_slot_hours']:.3f})"
+        )
     table = Table(show_edge=False, header_style="bold")
     for col in ("trial", "parent", "state", "decision", metric["name"], "elapsed", "GPU-s", "job", "title"):
         table.add_column(
@@ -57,9 +68,11 @@ def print_status(doc: dict[str, Any], console: Console | None = None) -> None:
         )
     for t in doc["trials"]:
         style = _STYLE.get(t["decision"] or "", "")
+        kind = t.get("kind", "hypothesis")
         table.add_row(
             t["id"],
-            t["parent_trial"] or "-",
+            (t.get("of") or t["parent_trial"] or "-")
+            + ("" if kind in ("hypothesis", "baseline") else f" {kind}"),
             t["state"] + (f" ({t['pending_reason']})" if t.get("pending_reason") else ""),
             t["decision"] or "",
             _num(t["metric"]),
@@ -70,3 +83,18 @@ def print_status(doc: dict[str, Any], console: Console | None = None) -> None:
             style=style,
         )
     console.print(table)
+
+
+def _rule_line(rule: dict[str, Any]) -> str:
+    spread = (
+        f"run-to-run sd {rule['sigma']:.4g} (dof {rule['dof']}, {rule['groups']} repeated commits)"
+        if rule.get("sigma") is not None
+        else "spread not measured yet"
+    )
+    if rule["rule"] == "noise":
+        how = f"keep on a one-sided test at level {rule['level']:g}, confirm {rule['confirm']}"
+    else:
+        how = f"keep above min_delta {rule['min_delta']:g}"
+    margin = rule.get("margin_one_run")
+    need = f"; one new run must beat the incumbent by {margin:.4g}" if margin is not None else ""
+    return f"decisions: {how}; {spread}{need}"

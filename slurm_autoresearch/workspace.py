@@ -230,6 +230,34 @@ class Workspace:
             self.release(trial_id)
             raise EditError(f"git failed: {exc.stderr.strip() or exc}") from None
 
+    def combine(self, trial_id: str, base: str, other: str, message: str) -> Materialized:
+        """A commit merging `other` into `base` (two changes that each improved on a common parent).
+        Raises EditError naming the conflicting files; the worktree is then gone again."""
+        wt = self._add_worktree(trial_id, base)
+        g = git.Git(str(wt))
+        try:
+            g.execute(
+                ["git", "-c", "gc.auto=0", "merge", "-q", "--no-ff", "--no-verify", "-m", message, other],
+                env=self._env,
+            )
+        except git.GitCommandError as exc:
+            conflicts = g.diff("--name-only", "--diff-filter=U").split()
+            self.release(trial_id)
+            found = ", ".join(conflicts) or (exc.stderr.strip() or str(exc))
+            raise EditError(f"merge conflicts in {found}") from None
+        commit = g.rev_parse("HEAD")
+        self.repo.git.update_ref(self.trial_ref(trial_id), commit)
+        changed = tuple(self.repo.git.diff("--name-only", "--no-renames", base, commit).split())
+        return Materialized(wt, commit, self.diff(base, commit), changed)
+
+    def contains(self, commit: str, ancestor: str) -> bool:
+        """Whether `ancestor`'s change is already in `commit`."""
+        try:
+            self.repo.git.merge_base("--is-ancestor", ancestor, commit)
+            return True
+        except git.GitCommandError:
+            return False
+
     def restore(self, trial_id: str, commit: str) -> Path:
         """The trial's worktree at its commit, made again if it vanished (idempotent)."""
         wt = self.worktree_path(trial_id)

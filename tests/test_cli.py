@@ -36,6 +36,8 @@ def test_every_command_has_help_and_is_in_the_readme() -> None:
     readme = README.read_text()
     assert main.commands, "no commands registered"
     for name, command in main.commands.items():
+        if command.hidden:  # internal halves of documented commands
+            continue
         assert command.help and len(command.help.strip()) > 20, name
         code, output = _invoke([name, "--help"], Path.cwd())
         assert code == 0 and "Usage:" in output
@@ -59,7 +61,19 @@ def test_submit_status_show_report_stop(toy_repo: Path) -> None:
     assert code == 0
     doc = json.loads(output)
     assert doc["schema"] == 1 and doc["run"]["id"] == run_id and doc["run"]["state"] == "finished"
-    assert set(doc) == {"schema", "run", "metric", "budget", "incumbent", "baseline", "counts", "trials"}
+    assert set(doc) == {
+        "schema",
+        "run",
+        "metric",
+        "budget",
+        "incumbent",
+        "baseline",
+        "decisions",
+        "fidelity",
+        "counts",
+        "trials",
+    }
+    assert doc["decisions"]["rule"] == "min_delta" and doc["fidelity"] is None
     assert set(doc["trials"][0]) >= {
         "id",
         "state",

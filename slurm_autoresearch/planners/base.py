@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from ..hypothesis import Hypothesis
 from ..task import Task
-from ..trial import Trial
+from ..trial import Trial, TrialKind
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,24 @@ class PlanContext:
     guidance: str = ""  # pending `ara guide` text, not yet shown to a planner
     playbook: str = ""  # as the run began (earlier runs' learnings included): stable, cacheable
     budget_note: str = ""  # other budgets left, in words (GPU-hours, dollars)
+
+
+def history(trials: list[Trial]) -> list[Trial]:
+    """What planners see: one row per hypothesis (re-runs are evidence, not ideas); a screened one
+    carries its promotion's decision; holdout results never."""
+    promoted = {t.of: t for t in trials if t.kind is TrialKind.PROMOTE}
+    rows = []
+    for t in trials:
+        if not t.kind.is_hypothesis():
+            continue
+        row = replace(t, holdout=None)
+        full = promoted.get(t.id)
+        if full is not None and full.decision is not None:
+            row = replace(
+                row, decision=full.decision, reason=full.reason, learning=full.learning or t.learning
+            )
+        rows.append(row)
+    return rows
 
 
 class PlannerUnavailable(Exception):

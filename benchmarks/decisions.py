@@ -1,0 +1,197 @@
+"""Decisions under noise: what each keep rule keeps when no change matters, and when one does.
+
+    python benchmarks/decisions.py [--trials 50] [--runs 10] [--effect 4] [--sigma 0.01]
+
+A synthetic task: the metric is 0.5 + effect * trick + Gaussian noise (sd sigma) drawn from the
+config file's text, the seed and the steps, so any change reshuffles it like a real code change.
+Hypotheses are backlog ideas that each set one no-op key; in the effect runs one of them (at a
+seeded random position) sets `trick`, worth `effect` sigmas. Runs the real `ara submit` on the
+local executor with the offline planner, then reads the ledger. Prints its figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from slurm_autoresearch.ledger import Ledger  # noqa: E402
+from slurm_autoresearch.trial import Decision, Trial, TrialKind  # noqa: E402
+
+TRAIN = '''\
+"""Synthetic training: a constant plus noise, plus a real effect when `trick` is on."""
+import hashlib, os, random, tomllib
+text = open("config.toml", "rb").read()
+cfg = tomllib.loads(text.decode())
+key = text + os.environ.get("ARA_SEED", "0").encode() + os.environ.get("ARA_STEPS", "0").encode()
+rng = random.Random(hashlib.sha256(key).hexdigest())
+value = 0.5 + cfg["effect"] * cfg["sigma"] * bool(cfg.get("trick")) + rng.gauss(0, cfg["sigma"])
+open("pred.txt", "w").write(repr(value))
+'''
+
+EVALUATE = '''\
+"""Frozen evaluation: the prediction file's value is the score."""
+print("---")
+print(f"score: {float(open('pred.txt').read())}")
+'''
+
+
+def synthetic_repo(
+    root: Path,
+    *,
+    ideas: int,
+    salt: int,
+    sigma: float = 0.01,
+    effect: float = 0.0,
+    real_at: int | None = None,
+    decide: str = "",
+    parallel: int = 2,
+) -> Path:
+    """A git repo with the synthetic task; returns its task.toml."""
+    root.mkdir(parents=True)
+    keys = "".join(f"k{i} = 0\n" for i in range(1, ideas + 1))
+    config = f"salt = {salt}\nsigma = {sigma}\neffect = {effect}\ntrick = false\n{keys}"
+    (root / "train.py").write_text(TRAIN)
+    (root / "evaluate.py").write_text(EVALUATE)
+    (root / "config.toml").write_text(config)
+    backlog = []
+    for i in range(1, ideas + 1):
+        if i == real_at:
+            backlog.append(f'[[ideas]]\ntitle = "idea {i}: turn the trick on"\nconfig = {{ trick = true }}\n')
+        else:
+            backlog.append(f'[[ideas]]\ntitle = "idea {i}: no-op k{i}"\nconfig = {{ k{i} = 1 }}\n')
+    task = f"""\
+[task]
+name = "synthetic"
+command = "python train.py"
+eval = "python evaluate.py"
+
+[metric]
+name = "score"
+goal = "max"
+
+[budget]
+steps = 100
+trials = {ideas + 1}
+crash_limit = 1000
+
+[run]
+executor = "local"
+planner = "offline"
+summarizer = "rules"
+parallel = {parallel}
+poll_seconds = 0.05
+
+[surface]
+allow = ["config.toml"]
+freeze = ["evaluate.py", "train.py"]
+
+[search]
+config = "config.toml"
+
+{decide}
+
+{chr(10).join(backlog)}"""
+    (root / "task.toml").write_text(task)
+    for args in (
+        ["init", "-q", "-b", "main"],
+        ["add", "-A"],
+        ["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "synthetic task"],
+    ):
+        subprocess.run(["git", *args], cwd=root, check=True)
+    return root / "task.toml"
+
+
+NOISE_RULE = "[noise]\nrepeats = 5\n"  # [decide] rule = "auto" -> noise; level 0.01, confirm 4
+PLAIN_RULE = '[decide]\nrule = "min_delta"\n'  # min_delta = 0: any improvement is kept
+
+
+def run(task: Path) -> list[Trial]:
+    out = subprocess.run(
+        [sys.executable, "-m", "slurm_autoresearch.cli", "submit", str(task)],
+        cwd=task.parent,
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"ara submit failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    (ledger_path,) = (task.parent / ".ara" / "runs").glob("*/ledger.sqlite")
+    ledger = Ledger.open(ledger_path, readonly=True)
+    try:
+        return ledger.trials()
+    finally:
+        ledger.close()
+
+
+def keeps(trials: list[Trial]) -> list[Trial]:
+    return [t for t in trials if t.decision is Decision.KEEP and t.kind is not TrialKind.BASELINE]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=50, help="hypotheses incl. the baseline (noise runs)")
+    parser.add_argument("--runs", type=int, default=10, help="seeded runs with a real effect")
+    parser.add_argument("--effect-ideas", type=int, default=15, help="hypotheses in each effect run")
+    parser.add_argument("--effect", type=float, default=4.0, help="the real effect, in sigmas")
+    parser.add_argument("--sigma", type=float, default=0.01)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="ara-decisions-"))
+    print(f"synthetic task, noise sd {args.sigma}; runs under {tmp}")
+
+    for name, rule in (
+        ("noise-aware (repeats 5, level 0.01, confirm 4)", NOISE_RULE),
+        ("plain min_delta = 0", PLAIN_RULE),
+    ):
+        start = time.time()
+        trials = run(
+            synthetic_repo(
+                tmp / f"noise-{len(rule)}", ideas=args.trials - 1, salt=1, sigma=args.sigma, decide=rule
+            )
+        )
+        kept = keeps(trials)
+        jobs = sum(1 for t in trials if t.job_id)
+        confirmations = sum(1 for t in trials if t.kind is TrialKind.REPEAT and t.of != "T0001")
+        print(
+            f"pure noise, {args.trials} trials, {name}: kept {len(kept)} "
+            f"({', '.join(t.id for t in kept) or 'none'}); {jobs} jobs ({confirmations} confirmation runs), "
+            f"{time.time() - start:.0f} s"
+        )
+
+    found = 0
+    rng = random.Random(2026)
+    for i in range(args.runs):
+        real_at = rng.randint(1, args.effect_ideas)
+        start = time.time()
+        trials = run(
+            synthetic_repo(
+                tmp / f"effect-{i}",
+                ideas=args.effect_ideas,
+                salt=100 + i,
+                sigma=args.sigma,
+                effect=args.effect,
+                real_at=real_at,
+                decide=NOISE_RULE,
+            )
+        )
+        kept = keeps(trials)
+        real = [t for t in kept if "trick" in t.title]
+        found += bool(real)
+        others = [t.id for t in kept if "trick" not in t.title]
+        print(
+            f"effect run {i + 1}: real idea at position {real_at} "
+            f"{'kept as ' + real[0].id if real else 'NOT kept'}; other keeps: {others or 'none'}; "
+            f"{sum(1 for t in trials if t.job_id)} jobs, {time.time() - start:.0f} s"
+        )
+    print(f"real effect of {args.effect:g} sd kept in {found} of {args.runs} seeded runs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

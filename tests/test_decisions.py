@@ -1,0 +1,378 @@
+"""Decisions a researcher can trust: noise margins, confirmation, screening, combinations,
+tampering, holdout, re-runs and simplicity, on real git, SQLite and subprocesses."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tomli_w
+
+from benchmarks.decisions import NOISE_RULE, PLAIN_RULE, synthetic_repo
+from slurm_autoresearch import fidelity
+from slurm_autoresearch.decide import judge, net_lines
+from slurm_autoresearch.errors import BaselineError
+from slurm_autoresearch.evidence import noise, t_quantile
+from slurm_autoresearch.hypothesis import Hypothesis
+from slurm_autoresearch.launcher import launch
+from slurm_autoresearch.ledger import Ledger
+from slurm_autoresearch.planners.base import history
+from slurm_autoresearch.rundir import RunDir
+from slurm_autoresearch.spec import TaskSpec
+from slurm_autoresearch.status import status_document
+from slurm_autoresearch.task import load_task, read_spec
+from slurm_autoresearch.trial import Decision, Trial, TrialKind, TrialState
+
+from .conftest import TASK, commit_all, write_task
+
+ARA = [sys.executable, "-m", "slurm_autoresearch.cli"]
+
+
+def _spec(extra: str = "") -> TaskSpec:
+    import tomllib
+
+    return TaskSpec.model_validate(tomllib.loads(TASK.format(trials=5, parallel=1) + extra))
+
+
+def _t(seq: int, commit: str, metric: float | None, **kw: object) -> Trial:
+    fields: dict[str, object] = {"state": TrialState.DONE, "steps": 5, "decision": Decision.DISCARD}
+    fields.update(kw)
+    return Trial(f"T{seq:04d}", seq, "t", "idea", Hypothesis("t"), commit=commit, metric=metric, **fields)  # type: ignore[arg-type]
+
+
+def _run(task_path: Path) -> tuple[RunDir, list[Trial], list[str]]:
+    lines: list[str] = []
+    controller = launch(load_task(task_path), echo=lines.append)
+    controller.run()
+    ledger = Ledger.open(controller.rundir.ledger, readonly=True)
+    try:
+        return controller.rundir, ledger.trials(), lines
+    finally:
+        ledger.close()
+
+
+# -- the arithmetic ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("p", "dof", "table"), [(0.99, 4, 3.747), (0.99, 10, 2.764), (0.95, 3, 2.353), (0.99, 60, 2.390)]
+)
+def test_t_quantile_matches_the_tables(p: float, dof: int, table: float) -> None:
+    assert t_quantile(p, dof) == pytest.approx(table, rel=0.02)
+
+
+def test_noise_is_pooled_over_commits_with_repeats_at_one_step_budget() -> None:
+    spec = _spec()
+    trials = [
+        _t(1, "a", 1.0),
+        _t(2, "a", 3.0),  # sd of a: sqrt(2)
+        _t(3, "b", 5.0),
+        _t(4, "b", 5.0),
+        _t(5, "b", 8.0),  # variance of b: 3
+        _t(6, "c", 9.0),  # one run: no spread
+        _t(7, "a", 100.0, steps=50),  # another fidelity
+        _t(8, "a", -50.0, decision=Decision.CRASH),  # not evidence
+    ]
+    found = noise(trials, 5, spec)
+    assert found.dof == 3 and found.groups == 2
+    assert found.sigma == pytest.approx(((2 * 1 + 3 * 2) / 3) ** 0.5)
+    assert noise(trials[:1], 5, spec).sigma is None
+
+
+def test_judge_keeps_confirms_discards_and_prefers_the_simpler() -> None:
+    spec = _spec("\n[noise]\nrepeats = 5\n")
+    base = [
+        _t(i, "base", v, decision=Decision.REPEAT) for i, v in enumerate([0.50, 0.51, 0.49, 0.50, 0.50], 1)
+    ]
+    inc = base[0]
+    inc.decision = Decision.KEEP
+    # sigma ~0.0071 with 4 dof: one run needs about 3.75 * 0.0071 * sqrt(1.2) = 0.029
+    big = _t(10, "big", 0.56, state=TrialState.WAITING, decision=None)
+    verdict = judge(big, [*base, big], inc, spec)
+    assert verdict.decision is Decision.KEEP and verdict.evidence["rule"] == "noise"  # type: ignore[index]
+    assert verdict.evidence["margin"] == pytest.approx(0.029, abs=0.003)  # type: ignore[index]
+    small = _t(11, "small", 0.515, state=TrialState.WAITING, decision=None)
+    verdict = judge(small, [*base, small], inc, spec)
+    assert verdict.decision is None and verdict.confirm == 4 and "confirming" in verdict.reason
+    assert judge(small, [*base, small], inc, spec, confirm=False).decision is Decision.DISCARD
+    confirmed = [
+        small,
+        *(_t(20 + i, "small", v, decision=Decision.REPEAT) for i, v in enumerate([0.50, 0.51, 0.50, 0.505])),
+    ]
+    verdict = judge(small, [*base, *confirmed], inc, spec)
+    assert verdict.decision is Decision.DISCARD and len(verdict.evidence["candidate"]) == 5  # type: ignore[index]
+    tie = _t(12, "tie", 0.499, state=TrialState.WAITING, decision=None)
+    patch = "--- a/train.py\n+++ b/train.py\n-a\n-b\n+c\n"
+    assert net_lines(patch) == -1
+    verdict = judge(tie, [*base, tie], inc, spec, patch)
+    assert verdict.decision is Decision.KEEP and "simpler (-1 lines)" in verdict.reason
+    plain = _spec('\n[noise]\nrepeats = 5\n[decide]\nrule = "min_delta"\n')
+    assert judge(small, [*base, small], inc, plain).decision is Decision.KEEP  # min_delta 0: any gain
+
+
+def test_a_jump_over_the_incumbent_is_confirmed_before_it_is_kept() -> None:
+    spec = _spec("\n[decide]\njump = 1.5\nconfirm = 0\n")
+    inc = _t(1, "base", 2.0, decision=Decision.KEEP)
+    huge = _t(2, "huge", 5.0, state=TrialState.WAITING, decision=None)
+    verdict = judge(huge, [inc, huge], inc, spec)
+    assert verdict.decision is None and verdict.confirm == 1 and "2.5x the incumbent" in verdict.reason
+    again = _t(3, "huge", 5.0, decision=Decision.REPEAT)
+    assert judge(huge, [inc, huge, again], inc, spec).decision is Decision.KEEP
+
+
+def test_promotion_takes_the_best_of_a_round_that_beat_the_incumbents_screen() -> None:
+    spec = _spec("\n[fidelity]\nscreen_steps = 2\npromote = 2\n")
+    members = [
+        _t(i, f"c{i}", v, fidelity="screen", steps=2) for i, v in [(1, 0.3), (2, 0.9), (3, 0.6), (4, 0.7)]
+    ]
+    choice = fidelity.choose(members, [0.65], spec)
+    assert [t.id for t in choice.promoted] == ["T0002", "T0004"]
+    assert "does not beat" in choice.reasons["T0003"] and "promoted" in choice.reasons["T0002"]
+    assert fidelity.choose(members, [0.95], spec).promoted == []
+    top = _spec('\n[fidelity]\nscreen_steps = 2\npromote_when = "top"\n')
+    assert [t.id for t in fidelity.choose(members, [0.95], top).promoted] == ["T0002"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('[decide]\nrule = "noise"\n', '[decide] rule = "noise" needs a measured spread'),
+        ("[fidelity]\nscreen_steps = 5\n", "[fidelity] screen_steps (5) must be below full_steps (5)"),
+        ("[decide]\nlevel = 0.7\n", "[decide] level"),
+    ],
+)
+def test_bad_decision_settings_are_task_errors(toy_repo: Path, extra: str, message: str) -> None:
+    path = write_task(toy_repo, extra)
+    out = subprocess.run([*ARA, "submit", "--check", str(path)], cwd=toy_repo, capture_output=True, text=True)
+    assert out.returncode == 2 and message in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) <= 2
+
+
+# -- whole runs -------------------------------------------------------------------------------
+
+
+def _keeps(trials: list[Trial]) -> list[Trial]:
+    return [t for t in trials if t.decision is Decision.KEEP and t.kind is not TrialKind.BASELINE]
+
+
+def test_pure_noise_the_noise_rule_keeps_nothing_the_plain_rule_keeps_several(tmp_path: Path) -> None:
+    _, noisy, _ = _run(synthetic_repo(tmp_path / "noise", ideas=19, salt=1, decide=NOISE_RULE))
+    _, plain, _ = _run(synthetic_repo(tmp_path / "plain", ideas=19, salt=1, decide=PLAIN_RULE))
+    assert len(_keeps(noisy)) <= 1 < len(_keeps(plain))
+    base = [t for t in noisy if t.of == "T0001"]
+    assert [t.seed for t in base] == [1, 2, 3, 4] and all(t.decision is Decision.REPEAT for t in base)
+    assert noisy[0].evidence and len(noisy[0].evidence["candidate"]) == 5
+    assert all(t.state is TrialState.DONE and t.decision for t in noisy + plain)
+    assert sum(1 for t in noisy if t.kind.is_hypothesis()) == 20  # budget.trials counts hypotheses
+
+
+def test_a_small_real_effect_is_confirmed_and_kept(tmp_path: Path) -> None:
+    task = synthetic_repo(tmp_path / "effect", ideas=5, salt=7, effect=4.0, real_at=3, decide=NOISE_RULE)
+    rundir, trials, _ = _run(task)
+    (real,) = [t for t in trials if "trick" in t.title and t.kind is TrialKind.HYPOTHESIS]
+    assert real.decision is Decision.KEEP
+    runs = real.evidence["candidate"]  # type: ignore[index]
+    assert len(runs) in (1, 5) and real.evidence["rule"] == "noise"  # type: ignore[index]
+    confirmations = [t for t in trials if t.of == real.id]
+    assert len(runs) == 1 + len(confirmations)
+    ledger = Ledger.open(rundir.ledger, readonly=True)
+    doc = status_document(rundir, ledger, spec=read_spec(rundir.task_copy))
+    ledger.close()
+    assert doc["decisions"]["rule"] == "noise" and doc["decisions"]["sigma"] > 0
+    assert doc["decisions"]["margin_one_run"] > 0 and doc["incumbent"]["trial"] == real.id
+    report = rundir.report.read_text()
+    assert "noise rule, one-sided level 0.01" in report and "run-to-run sd" in report
+
+
+def _ideas(*ideas: tuple[str, str]) -> str:
+    """[[ideas]] that insert code into train.py after its `import math`."""
+    edits = [
+        {
+            "title": title,
+            "edits": [{"path": "train.py", "search": "import math", "replace": f"import math\n{code}"}],
+        }
+        for title, code in ideas
+    ]
+    return tomli_w.dumps({"ideas": edits})
+
+
+def _configs(*ideas: tuple[str, dict[str, float]]) -> str:
+    return "".join(
+        f'[[ideas]]\ntitle = "{title}"\nconfig = {{ {", ".join(f"{k} = {v}" for k, v in config.items())} }}\n'
+        for title, config in ideas
+    )
+
+
+TAMPER_IDEAS = _ideas(
+    ("rewrite the evaluation", "open('evaluate.py', 'w').write('print(\"---\"); print(\"score: 99\")')"),
+    (
+        "write my own metrics",
+        "import json, os\n"
+        "trial = os.path.join(os.environ['ARA_RUN_DIR'], 'trials', os.environ['ARA_TRIAL_ID'])\n"
+        "json.dump({'score': 99}, open(os.path.join(trial, 'metrics.json'), 'w'))",
+    ),
+    (
+        "through a symlink",
+        "import os\nos.symlink('evaluate.py', 'innocent.txt')\n"
+        "open('innocent.txt', 'a').write('\\nprint(\"score: 99\")\\n')",
+    ),
+)
+
+
+def test_tampering_trials_are_rejected_as_tampered(toy_repo: Path) -> None:
+    path = write_task(toy_repo, TAMPER_IDEAS, trials=4, parallel=1)
+    rundir, trials, _ = _run(path)
+    by = {t.title: t for t in trials}
+    for title, why in [
+        ("rewrite the evaluation", "frozen files changed during the command: evaluate.py"),
+        ("write my own metrics", "the training wrote its own metrics file"),
+        ("through a symlink", "frozen files changed during the command: evaluate.py"),
+    ]:
+        assert by[title].decision is Decision.REJECTED, (title, by[title].reason)
+        assert by[title].reason.startswith("tampered: ") and why in by[title].reason, by[title].reason
+        assert by[title].metric is None
+    assert (rundir.frozen / "evaluate.py").is_file()
+
+
+def test_the_evaluation_runs_from_the_pristine_copy(toy_repo: Path) -> None:
+    """A worktree whose frozen file differs is caught before the job; the copy in the run directory
+    is what the evaluation runs, and a tampered copy there voids the trial."""
+    path = write_task(toy_repo, "", trials=2, parallel=1)
+    controller = launch(load_task(path), echo=lambda m: None)
+    (controller.rundir.frozen / "evaluate.py").write_text("print('---'); print('score: 99')\n")
+    with pytest.raises(
+        BaselineError, match=r"pristine copy of evaluate\.py does not match its recorded hash"
+    ):
+        controller.run()
+    ledger = Ledger.open(controller.rundir.ledger, readonly=True)
+    first = ledger.trials()[0]
+    ledger.close()
+    assert first.decision is Decision.REJECTED and first.reason.startswith("tampered: ")
+
+
+def test_screening_promotes_the_best_and_only_full_runs_keep(toy_repo: Path) -> None:
+    ideas = "".join(
+        f'[[ideas]]\ntitle = "x to {x}"\nconfig = {{ x = {x} }}\n' for x in (1.0, 2.5, -1.0, 0.0, 3.0, 2.0)
+    )
+    path = write_task(
+        toy_repo, ideas + "[fidelity]\nscreen_steps = 2\npromote = 1\nround_size = 3\n", trials=7
+    )
+    rundir, trials, _ = _run(path)
+    screen = [t for t in trials if t.kind is TrialKind.HYPOTHESIS]
+    assert all(t.fidelity == "screen" and t.steps == 2 for t in screen)
+    assert {t.round for t in screen} == {1, 2}
+    promoted = [t for t in trials if t.kind is TrialKind.PROMOTE]
+    assert [t.decision for t in screen].count(Decision.PROMOTED) == len(promoted) == 2
+    assert {trials[[x.id for x in trials].index(p.of)].title for p in promoted} == {"x to 2.5", "x to 3.0"}  # type: ignore[arg-type]
+    assert all(p.steps == 5 and p.fidelity == "full" for p in promoted)
+    assert not [t for t in trials if t.decision is Decision.KEEP and t.fidelity == "screen"]
+    assert [t for t in trials if t.kind is TrialKind.REPEAT and t.steps == 2]  # the baseline's screen score
+    saved = fidelity.savings(trials, read_spec(rundir.task_copy))
+    assert saved.full_budget_slot_hours > saved.slot_hours > 0
+    view = history(trials)
+    assert all(t.kind.is_hypothesis() for t in view)  # no re-runs or promotions: one row per idea
+    assert sum(1 for t in view if t.kind.counts_against_budget()) == 7
+    assert {t.decision for t in view if t.title == "x to 3.0"} == {Decision.KEEP}
+
+
+def test_two_improvements_from_one_parent_are_combined(toy_repo: Path) -> None:
+    # lines far apart: git merges the two changes cleanly
+    (toy_repo / "config.toml").write_text(
+        "x = 0.5\n" + "".join(f"pad{i} = {i}\n" for i in range(8)) + "y = 2.0\n"
+    )
+    commit_all(toy_repo, "spaced config")
+    ideas = _configs(("x to 3", {"x": 3.0}), ("y to -1", {"y": -1.0}))
+    path = write_task(toy_repo, ideas, trials=3, parallel=2)
+    _, trials, _ = _run(path)
+    by = {t.title: t for t in trials}
+    assert by["x to 3"].parent_trial == by["y to -1"].parent_trial == "T0001"
+    assert Decision.KEEP in (by["x to 3"].decision, by["y to -1"].decision)  # whichever ended first
+    (combo,) = [t for t in trials if t.kind is TrialKind.COMBINE]
+    assert combo.decision is Decision.KEEP and combo.metric == 0.0  # both gains: the optimum
+    assert set(combo.hypothesis.extra["combines"]) == {by["x to 3"].id, by["y to -1"].id}
+
+
+def test_a_combination_that_conflicts_is_left_to_the_planner(toy_repo: Path) -> None:
+    # both change the x line: git cannot merge them
+    ideas = _configs(("x to 3", {"x": 3.0}), ("x to 2, y to -1", {"x": 2.0, "y": -1.0}))
+    path = write_task(toy_repo, ideas, trials=3, parallel=2)
+    rundir, trials, _ = _run(path)
+    combos = [t for t in trials if t.kind is TrialKind.COMBINE]
+    assert len(combos) == 1 and combos[0].decision is Decision.REJECTED
+    assert combos[0].reason.startswith("merge conflicts in config.toml")
+    assert "git cannot merge them" in rundir.guidance.read_text()
+
+
+HOLDOUT = '''\
+"""Frozen holdout: the value training saw is not the one it will be judged on."""
+import json, os, tomllib
+cfg = tomllib.load(open("config.toml", "rb"))
+value = float(open("pred.txt").read()) - 20 * bool(cfg.get("overfit"))
+json.dump({"score": value}, open(os.environ["ARA_METRICS_PATH"], "w"))
+'''
+
+
+def test_holdout_runs_hidden_and_a_disagreeing_keep_is_flagged(toy_repo: Path) -> None:
+    (toy_repo / "holdout.py").write_text(HOLDOUT)
+    (toy_repo / "config.toml").write_text("x = 0.5  # the x knob\ny = 2.0\noverfit = false\n")
+    commit_all(toy_repo, "holdout")
+    ideas = (
+        '[[ideas]]\ntitle = "honest"\nconfig = { x = 1.0 }\n'
+        '[[ideas]]\ntitle = "overfit"\nconfig = { x = 2.0, overfit = true }\n'
+    )
+    text = TASK.format(trials=3, parallel=1).replace(
+        'eval = "python evaluate.py"', 'eval = "python evaluate.py"\nholdout = "python holdout.py"'
+    )
+    text = text.replace('freeze = ["evaluate.py"]', 'freeze = ["evaluate.py", "holdout.py"]')
+    path = write_task(toy_repo, ideas, base=text)
+    rundir, trials, _ = _run(path)
+    by = {t.title: t for t in trials}
+    assert by["honest"].holdout == by["honest"].metric and "holdout_flag" not in (by["honest"].evidence or {})
+    assert by["overfit"].decision is Decision.KEEP
+    assert by["overfit"].holdout == pytest.approx(by["overfit"].metric - 20)  # type: ignore[operator]
+    assert "holdout disagrees" in by["overfit"].evidence["holdout_flag"]  # type: ignore[index]
+    assert "holdout disagrees" in (rundir.trial_dir(by["overfit"].id) / "report.md").read_text()
+    assert all(t.holdout is None for t in history(trials))  # the planner never sees it
+
+
+def test_simplicity_keeps_a_tie_that_removes_code(toy_repo: Path) -> None:
+    train = (
+        (toy_repo / "train.py").read_text().replace("import math\n", "import math\n# unused 1\n# unused 2\n")
+    )
+    (toy_repo / "train.py").write_text(train)
+    commit_all(toy_repo, "dead comments")
+    edit = {"path": "train.py", "search": "# unused 1\n# unused 2\n", "replace": ""}
+    idea = tomli_w.dumps({"ideas": [{"title": "drop dead comments", "edits": [edit]}]})
+    path = write_task(toy_repo, idea, trials=2, parallel=1)
+    _, trials, _ = _run(path)
+    assert trials[1].decision is Decision.KEEP and "simpler (-2 lines)" in trials[1].reason
+
+
+def test_rerun_a_trial_of_a_finished_run_with_new_seeds_and_steps(toy_repo: Path) -> None:
+    path = write_task(toy_repo, '[[ideas]]\ntitle = "x to 2"\nconfig = { x = 2.0 }\n', trials=2, parallel=1)
+    rundir, _, _ = _run(path)
+    out = subprocess.run(
+        [*ARA, "rerun", rundir.run_id, "t0002", "--steps", "7", "--seeds", "2"],
+        cwd=toy_repo,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    ledger = Ledger.open(rundir.ledger, readonly=True)
+    trials, meta = ledger.trials(), ledger.meta()
+    ledger.close()
+    reruns = [t for t in trials if t.kind is TrialKind.RERUN]
+    assert [(t.of, t.steps, t.seed, t.decision) for t in reruns] == [
+        ("T0002", 7, 0, Decision.REPEAT),
+        ("T0002", 7, 1, Decision.REPEAT),
+    ]
+    assert all(t.commit == trials[1].commit and t.metric == trials[1].metric for t in reruns)
+    assert "ARA_STEPS=7" in (rundir.trial_dir(reruns[0].id) / "train.log").read_text()
+    assert meta["state"] == "finished" and meta["end_reason"].startswith("trial budget spent")
+    assert not list(rundir.requests.glob("*.json"))
+    bad = subprocess.run(
+        [*ARA, "rerun", rundir.run_id, "T0099"], cwd=toy_repo, capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "no measured trial 'T0099'" in bad.stderr
