@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -376,3 +377,40 @@ def test_rerun_a_trial_of_a_finished_run_with_new_seeds_and_steps(toy_repo: Path
         [*ARA, "rerun", rundir.run_id, "T0099"], cwd=toy_repo, capture_output=True, text=True
     )
     assert bad.returncode == 2 and "no measured trial 'T0099'" in bad.stderr
+
+
+def test_rerun_request_reaches_a_live_controller(toy_repo: Path) -> None:
+    (toy_repo / "config.toml").write_text("x = 0.5  # the x knob\ny = 2.0\nsleep = 0.0\n")
+    commit_all(toy_repo, "sleep knob")
+    ideas = _configs(("x to 2", {"x": 2.0}), ("slow", {"sleep": 4.0}))
+    path = write_task(toy_repo, ideas, trials=3, parallel=1)
+    proc = subprocess.Popen([*ARA, "submit", str(path)], cwd=toy_repo, stdout=subprocess.PIPE, text=True)
+    try:
+        run_id = ""
+        while not run_id:
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            assert line, "ara submit ended before printing the run id"
+            run_id = line.split()[-1] if line.startswith("run id: ") else ""
+        rundir = toy_repo / ".ara" / "runs" / run_id
+        deadline = time.time() + 60
+        while not (rundir / "trials" / "T0003" / "job.json").exists():  # "slow" is running
+            assert time.time() < deadline and proc.poll() is None
+            time.sleep(0.1)
+        out = subprocess.run(
+            [*ARA, "rerun", run_id, "T0002", "--seeds", "2"], cwd=toy_repo, capture_output=True, text=True
+        )
+        assert out.returncode == 0 and "queued for the running controller" in out.stdout, (
+            out.stdout + out.stderr
+        )
+        assert proc.wait(timeout=120) == 0
+    finally:
+        proc.kill()
+    ledger = Ledger.open(rundir / "ledger.sqlite", readonly=True)
+    trials = ledger.trials()
+    ledger.close()
+    reruns = [t for t in trials if t.kind is TrialKind.RERUN]
+    assert [(t.of, t.seed, t.decision) for t in reruns] == [
+        ("T0002", 1, Decision.REPEAT),
+        ("T0002", 2, Decision.REPEAT),
+    ]
+    assert not list((rundir / "requests").glob("*.json"))
