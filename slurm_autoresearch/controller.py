@@ -5,19 +5,20 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from . import budget, report
 from .errors import BaselineError, EditError
 from .executors import Executor, JobSpec
 from .executors.base import JOB_FILE
 from .executors.runner import LOG_FILE
+from .hypothesis import Edit
 from .ledger import Ledger
 from .llm import LLM
 from .monitor import Monitor
 from .outcome import Outcome
-from .planners import PlanContext, Planner
-from .planners.base import PlannerUnavailable, history
+from .planners import Planner
+from .planning import Planning
 from .playbook import Playbook
 from .recovery import recover
 from .referee import Referee
@@ -25,9 +26,7 @@ from .rundir import RunDir, atomic_write_text, write_json
 from .summarizer import RuleSummarizer, Summarizer
 from .task import Task
 from .trial import Decision, Trial, TrialKind, TrialState
-from .workspace import Workspace
-
-_PLANNER_FAILURES_TO_STOP = 5
+from .workspace import Materialized, Workspace
 
 Echo = Callable[[str], None]
 
@@ -76,7 +75,6 @@ class Controller:
         self.incumbent: Trial | None = None
         self.stopping = ""  # why no more jobs start (stop request, a spent budget, crashes)
         self.exhausted = ""  # why no more hypotheses are planned (their pending re-runs still run)
-        self._files: tuple[str, dict[str, str]] | None = None
         self._started = float(ledger.meta().get("created_at", clock()))  # budgets span resumes
         self._last_beat = clock()
         self._count = 0
@@ -87,11 +85,9 @@ class Controller:
         self.playbook = playbook or Playbook.start(rundir.playbook, None, False)
         self.monitor = monitor or Monitor(clock=clock)
         self._llm_spent = False  # an LLM budget ran out: rules only from here on
-        self._planner_failures = 0
-        self._planner_paused_until = 0.0
         self.early_stop: dict[str, str] = {}  # trial -> why the monitor cancelled it
-        self._guidance_offset = 0
         self.referee = Referee(self)
+        self.planning = Planning(self)
 
     # -- logging ----------------------------------------------------------------------------
     def log(self, message: str) -> None:
@@ -186,15 +182,15 @@ class Controller:
         while True:
             self._tick()
             if not self.stopping and budgets:
-                self._check_budget()
+                self.check_budget()
             if self.may_plan():
-                self._fill()
+                self.planning.fill()
             if self.executor.live() == 0 and not self.may_plan():
                 self.referee.settle()  # a last partial round, confirmations that will not come
                 if self.executor.live() == 0:
                     return
-            if self.executor.live() == 0 and self.clock() < self._planner_paused_until:
-                self.sleep(max(0.0, min(self._planner_paused_until - self.clock(), 60.0)))
+            if self.executor.live() == 0 and self.planning.paused():
+                self.sleep(max(0.0, min(self.planning.paused_until - self.clock(), 60.0)))
                 continue
             self.sleep(self.spec.run.poll_seconds)
 
@@ -245,7 +241,7 @@ class Controller:
             self.sleep(0.2)
         self._collect()
 
-    def _check_budget(self) -> None:
+    def check_budget(self) -> None:
         usd, tokens = self.ledger.llm_totals()
         self._llm_spent = bool(budget.llm_spent(self.spec.budget, usd, tokens))  # rules judge from here on
         trials = self.ledger.trials()
@@ -274,101 +270,6 @@ class Controller:
     def summarizer_now(self) -> Summarizer:
         return self.rules if self._llm_spent else self.summarizer
 
-    def _fill(self) -> None:
-        """Keep every slot busy: plan as many hypotheses as there are free slots and budget."""
-        while self.may_plan():
-            trials = self.ledger.trials()
-            free = self.executor.capacity - self.executor.live()
-            left = self.spec.budget.trials - budget.hypotheses(trials)
-            n = min(free, left)
-            if n <= 0:
-                return
-            if self.clock() < self._planner_paused_until:
-                return
-            ctx = self._context(trials, left)
-            try:
-                hypotheses = self.planner.propose(ctx, n)[:n]
-            except PlannerUnavailable as exc:
-                self.flush_calls()
-                self._planner_paused(str(exc))
-                return
-            self._planner_failures = 0
-            degraded = getattr(self.planner, "degraded", "")
-            if degraded:
-                self.log(f"planner API failed ({degraded}); this round comes from the offline planner")
-            if ctx.guidance and self.planner.name != "offline":
-                self.ledger.set_meta(guidance_offset=self._guidance_offset)
-                self.ledger.event(self.clock(), "guidance-read", ctx.guidance.strip()[:2000])
-            if not hypotheses:
-                self.flush_calls()
-                self.exhausted = "planner has nothing left to propose"
-                self.log(
-                    "planner has nothing left to propose"
-                    + ("; waiting for running trials" if self.executor.live() else "")
-                )
-                return
-            specs, created = [], []
-            screen = self.spec.screening
-            planned = [t for t in trials if t.kind is TrialKind.HYPOTHESIS]
-            rounds = max((t.round for t in trials), default=0) + 1
-            for i, hypothesis in enumerate(hypotheses):
-                parent = self.incumbent
-                assert parent is not None and parent.commit is not None
-                trial = self.ledger.add_trial(
-                    hypothesis,
-                    parent=parent.commit,
-                    parent_trial=parent.id,
-                    now=self.clock(),
-                    seed=self.spec.noise.seed,
-                    steps=self.spec.fidelity.screen_steps if screen else self.spec.full_steps,
-                    fidelity="screen" if screen else "full",
-                    # screened hypotheses are compared in rounds of round_size, whatever the slots
-                    round=(len(planned) + i) // self.spec.fidelity.round_size + 1 if screen else rounds,
-                )
-                created.append(trial.id)
-                spec = self.materialize(trial)
-                if spec:
-                    specs.append(spec)
-            self.flush_calls(shares=created)  # a planning call's cost is shared by what it proposed
-            if specs:
-                self.submit(specs)
-            self._check_budget()
-
-    def _planner_paused(self, reason: str) -> None:
-        self._planner_failures += 1
-        wait = min(30.0 * 2 ** (self._planner_failures - 1), 600.0)
-        self._planner_paused_until = self.clock() + wait
-        self.ledger.event(self.clock(), "planner-unavailable", reason)
-        self.log(f"planner unavailable ({reason}); pausing planning for {wait:.0f} s")
-        if self._planner_failures >= _PLANNER_FAILURES_TO_STOP:
-            self.stopping = f"stopped: the planner failed {self._planner_failures} rounds in a row ({reason})"
-            self.log(self.stopping)
-
-    def _context(self, trials: list[Trial], left: int) -> PlanContext:
-        assert self.incumbent is not None and self.incumbent.commit is not None
-        commit = self.incumbent.commit
-        if self._files is None or self._files[0] != commit:
-            self._files = (commit, self.ws.surface_files(commit))
-        offset = int(self.ledger.meta().get("guidance_offset", 0))
-        guidance, self._guidance_offset = self.rundir.guidance_from(offset)
-        budget = self.spec.budget
-        notes = []
-        if budget.gpu_hours:
-            used = sum(t.gpu_seconds or 0 for t in trials) / 3600
-            notes.append(f"GPU-hours {budget.gpu_hours - used:.2f} of {budget.gpu_hours:g} left.")
-        if budget.llm_usd:
-            notes.append(f"LLM dollars {budget.llm_usd - self.ledger.llm_totals()[0]:.2f} left.")
-        return PlanContext(
-            self.task,
-            history(trials),
-            replace(self.incumbent, holdout=None),
-            self._files[1],
-            left,
-            guidance,
-            playbook=self.playbook.initial,
-            budget_note=" ".join(notes),
-        )
-
     # -- one trial --------------------------------------------------------------------------
     def materialize(self, trial: Trial, patch: str = "") -> JobSpec | None:
         """The trial's worktree and job file: its commit made from the hypothesis's edits, the merge
@@ -385,7 +286,7 @@ class Controller:
                 assert trial.commit is not None
                 worktree, commit = self.ws.restore(trial.id, trial.commit), trial.commit
             elif trial.kind is TrialKind.COMBINE:
-                made = self.ws.combine(trial.id, trial.parent, h.extra["other"], h.commit_message(trial.id))
+                made = self._combine(trial)
                 worktree, commit, patch = made.worktree, made.commit, made.patch
             else:
                 made = self.ws.materialize(trial.id, trial.parent, list(h.edits), h.commit_message(trial.id))
@@ -418,6 +319,23 @@ class Controller:
         write_json(tdir / JOB_FILE, spec.to_dict())
         self.ledger.update(trial, self.clock(), event="materialized", commit=commit)
         return spec
+
+    def _combine(self, trial: Trial) -> Materialized:
+        """git merge of the two commits; where lines next to each other conflict, the other's own
+        search/replace edits applied to the base (they fail where both changed the same text)."""
+        h = trial.hypothesis
+        assert trial.parent is not None
+        message = h.commit_message(trial.id)
+        try:
+            return self.ws.combine(trial.id, trial.parent, h.extra["other"], message)
+        except EditError as conflict:
+            edits = [Edit(**e) for e in h.extra.get("edits", [])]
+            if not edits:
+                raise
+            try:
+                return self.ws.materialize(trial.id, trial.parent, edits, message)
+            except EditError:
+                raise conflict from None
 
     def _reject(self, trial: Trial, reason: str) -> None:
         now = self.clock()

@@ -64,8 +64,13 @@ class Savings:
 
 
 def savings(trials: list[Trial], spec: TaskSpec) -> Savings:
-    """A screened-out hypothesis would have cost its screen run scaled to the full steps; a promoted
-    one costs its full run; screen runs that only served screening cost nothing at full budget."""
+    """What the run spent, against the same hypotheses all run at the full budget: a screened-out
+    hypothesis would have cost what this run's full-budget jobs cost on average (measured, since
+    start-up makes cost far from linear in steps; scaled by steps until one is measured); the
+    full-budget jobs cost what they did; screen runs cost nothing at full budget."""
+    full_jobs = [t for t in trials if t.fidelity != "screen" and t.elapsed is not None]
+    mean_gpu = statistics.fmean(t.gpu_seconds or 0.0 for t in full_jobs) if full_jobs else None
+    mean_slot = statistics.fmean(t.elapsed or 0.0 for t in full_jobs) if full_jobs else None
     scale = spec.full_steps / spec.fidelity.screen_steps if spec.screening else 1.0
     promoted = {t.of for t in trials if t.kind is TrialKind.PROMOTE}
     gpu = slot = full_gpu = full_slot = 0.0
@@ -75,5 +80,6 @@ def savings(trials: list[Trial], spec: TaskSpec) -> Savings:
         if t.fidelity != "screen":
             full_gpu, full_slot = full_gpu + g, full_slot + s
         elif t.kind is TrialKind.HYPOTHESIS and t.id not in promoted and t.decision is not Decision.PROMOTED:
-            full_gpu, full_slot = full_gpu + g * scale, full_slot + s * scale
+            full_gpu += mean_gpu if mean_gpu is not None else g * scale
+            full_slot += mean_slot if mean_slot is not None else s * scale
     return Savings(gpu / 3600, full_gpu / 3600, slot / 3600, full_slot / 3600)

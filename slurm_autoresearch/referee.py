@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from . import fidelity
@@ -380,7 +381,11 @@ class Referee:
                 "parent; their merge may keep both gains."
             ),
             source="combine",
-            extra={"combines": [base.id, other.id], "other": other.commit},
+            extra={
+                "combines": [base.id, other.id],
+                "other": other.commit,
+                "edits": [asdict(e) for e in other.hypothesis.edits],  # if git cannot merge
+            },
         )
         assert base.commit is not None
         row = ctl.ledger.add_trial(

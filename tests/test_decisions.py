@@ -271,19 +271,26 @@ def test_screening_promotes_the_best_and_only_full_runs_keep(toy_repo: Path) -> 
     assert not [t for t in trials if t.decision is Decision.KEEP and t.fidelity == "screen"]
     assert [t for t in trials if t.kind is TrialKind.REPEAT and t.steps == 2]  # the baseline's screen score
     saved = fidelity.savings(trials, read_spec(rundir.task_copy))
-    assert saved.full_budget_slot_hours > saved.slot_hours > 0
+    full = [t.elapsed for t in trials if t.fidelity == "full" and t.elapsed is not None]
+    dropped = [t for t in screen if t.decision is not Decision.PROMOTED]
+    # a screened-out hypothesis would have cost what this run's full-budget jobs cost on average
+    expected = sum(full) + len(dropped) * sum(full) / len(full)
+    assert saved.full_budget_slot_hours * 3600 == pytest.approx(expected)
+    assert saved.slot_hours * 3600 == pytest.approx(sum(t.elapsed or 0.0 for t in trials))
     view = history(trials)
     assert all(t.kind.is_hypothesis() for t in view)  # no re-runs or promotions: one row per idea
     assert sum(1 for t in view if t.kind.counts_against_budget()) == 7
     assert {t.decision for t in view if t.title == "x to 3.0"} == {Decision.KEEP}
 
 
-def test_two_improvements_from_one_parent_are_combined(toy_repo: Path) -> None:
-    # lines far apart: git merges the two changes cleanly
-    (toy_repo / "config.toml").write_text(
-        "x = 0.5\n" + "".join(f"pad{i} = {i}\n" for i in range(8)) + "y = 2.0\n"
-    )
-    commit_all(toy_repo, "spaced config")
+@pytest.mark.parametrize("apart", [True, False], ids=["git-merge", "edits-on-conflict"])
+def test_two_improvements_from_one_parent_are_combined(toy_repo: Path, apart: bool) -> None:
+    # Lines far apart merge cleanly; adjacent ones conflict in git, and the other trial's own
+    # search/replace edits are applied to the new incumbent instead.
+    if apart:
+        config = "x = 0.5\n" + "".join(f"pad{i} = {i}\n" for i in range(8)) + "y = 2.0\n"
+        (toy_repo / "config.toml").write_text(config)
+        commit_all(toy_repo, "spaced config")
     ideas = _configs(("x to 3", {"x": 3.0}), ("y to -1", {"y": -1.0}))
     path = write_task(toy_repo, ideas, trials=3, parallel=2)
     _, trials, _ = _run(path)
