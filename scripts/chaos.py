@@ -107,6 +107,9 @@ def main() -> int:
     checks["every trial in exactly one final state"] = (
         all(t.state is TrialState.DONE and t.decision is not None for t in trials) and planned == args.trials
     )
+    for t in trials:
+        if t.decision is not None and t.decision.is_failure():
+            print(f"  {t.id} {t.decision.value}: {t.reason[:160]}")
     attempts = Counter(t.attempts for t in trials)
     print(f"submissions per trial (ledger): {dict(sorted(attempts.items()))}")
     if args.executor == "slurm":
