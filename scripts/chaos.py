@@ -149,7 +149,8 @@ def main() -> int:
             for t in trials
             if t.job_id and (t.job_id not in rows or job_state(rows[t.job_id].state) is None)
         ]
-        print(f"ledger vs sacct: {len(trials) - len(disagree)} agree, disagreeing: {disagree or 'none'}")
+        jobs = sum(1 for t in trials if t.job_id)
+        print(f"ledger vs sacct: {jobs - len(disagree)} jobs agree, disagreeing: {disagree or 'none'}")
         checks["the ledger agrees with sacct"] = not disagree
     else:
         runners = {t.id: (rundir / "trials" / t.id / "runner.pid").exists() for t in trials if t.job_id}

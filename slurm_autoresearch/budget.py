@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .spec import BudgetSection
-from .trial import Trial
+from .trial import Trial, TrialKind
 
 
 def hypotheses(trials: list[Trial]) -> int:
@@ -29,7 +29,11 @@ def spent(
     if reason:
         return reason
     streak = 0
-    for trial in sorted((t for t in trials if t.decided_at), key=lambda t: t.decided_at or 0):
+    # Ideas that failed, not a combination git could not merge or a re-run of a flaky commit.
+    ideas = (
+        t for t in trials if t.decided_at and (t.kind.counts_against_budget() or t.kind is TrialKind.PROMOTE)
+    )
+    for trial in sorted(ideas, key=lambda t: t.decided_at or 0):
         streak = streak + 1 if trial.decision and trial.decision.is_failure() else 0
     if streak >= limit.crash_limit:
         return (

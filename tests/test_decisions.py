@@ -421,3 +421,18 @@ def test_rerun_request_reaches_a_live_controller(toy_repo: Path) -> None:
         ("T0002", 2, Decision.REPEAT),
     ]
     assert not list((rundir / "requests").glob("*.json"))
+
+
+def test_combinations_git_cannot_merge_do_not_count_toward_crash_limit() -> None:
+    from slurm_autoresearch.budget import spent
+
+    limit = _spec().budget  # crash_limit 5
+    combos = [
+        _t(i, f"c{i}", None, decision=Decision.REJECTED, kind=TrialKind.COMBINE, decided_at=i)
+        for i in range(1, 7)
+    ]
+    assert spent(limit, combos, elapsed_s=0, llm_usd=0, llm_tokens=0) == ""
+    ideas = [_t(i, f"h{i}", None, decision=Decision.REJECTED, decided_at=i) for i in range(1, 6)]
+    assert "5 trials in a row crashed or were rejected" in spent(
+        limit, ideas, elapsed_s=0, llm_usd=0, llm_tokens=0
+    )
