@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .errors import AraError, TaskError, UsageError
+from .errors import AraError, UsageError
 
 if TYPE_CHECKING:
     from .rundir import RunDir
@@ -236,16 +236,12 @@ def status(run: str | None, as_json: bool, root: Path | None) -> None:
     from .ledger import Ledger
     from .rundir import find_run
     from .status import status_document
-    from .task import read_spec
 
     rundir = find_run(run, root)
-    try:
-        spec = read_spec(rundir.task_copy)
-    except TaskError:
-        spec = None  # the trials are shown all the same; the decision rule needs the task
     ledger = Ledger.open(rundir.ledger, readonly=True)
     try:
-        doc = status_document(rundir, ledger, spec=spec)
+        # One screen: the live trials and the last few; the JSON document has them all.
+        doc = status_document(rundir, ledger, limit=None if as_json else 20)
     finally:
         ledger.close()
     if as_json:

@@ -60,13 +60,13 @@ def judge(
 ) -> Verdict:
     """A full-budget candidate against the incumbent, on every run each has at this step budget;
     with confirm=False (no more jobs may start) it decides on the runs there are."""
-    steps = steps_of(trial, spec)
-    runs = values(trials, trial.commit, steps, spec)
-    against = values(trials, incumbent.commit, steps, spec) or (
+    steps = steps_of(trial, spec.budget.steps)
+    runs = values(trials, trial.commit, steps, spec.budget.steps)
+    against = values(trials, incumbent.commit, steps, spec.budget.steps) or (
         [incumbent.metric] if incumbent.metric is not None else []
     )
     assert runs and against, "judge needs a measured candidate and incumbent"
-    cmp = compare(runs, against, noise(trials, steps, spec), spec)
+    cmp = compare(runs, against, noise(trials, steps, spec.budget.steps), spec)
     evidence = cmp.to_dict() | {"incumbent_trial": incumbent.id, "steps": steps}
     decide = spec.decide
     done = len(runs) - 1  # confirmations so far

@@ -8,14 +8,17 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .spec import TaskSpec
 from .trial import Decision, Trial, TrialState
 
+if TYPE_CHECKING:  # the read side (ara status, watch) must not pay for pydantic
+    from .spec import TaskSpec
 
-def steps_of(trial: Trial, spec: TaskSpec) -> int:
-    return trial.steps if trial.steps is not None else spec.budget.steps
+
+def steps_of(trial: Trial, default_steps: int) -> int:
+    """A trial's step budget; rows from before migration 5 ran at the task's budget.steps."""
+    return trial.steps if trial.steps is not None else default_steps
 
 
 def counts(trial: Trial) -> bool:
@@ -27,12 +30,12 @@ def counts(trial: Trial) -> bool:
     )
 
 
-def values(trials: Iterable[Trial], commit: str | None, steps: int, spec: TaskSpec) -> list[float]:
+def values(trials: Iterable[Trial], commit: str | None, steps: int, default_steps: int) -> list[float]:
     """Every finished metric of this commit at this step budget (its seeds, confirmations, reruns)."""
     return [
         t.metric  # type: ignore[misc]
         for t in trials
-        if commit and t.commit == commit and steps_of(t, spec) == steps and counts(t)
+        if commit and t.commit == commit and steps_of(t, default_steps) == steps and counts(t)
     ]
 
 
@@ -48,10 +51,10 @@ class Noise:
         return asdict(self)
 
 
-def noise(trials: Iterable[Trial], steps: int, spec: TaskSpec) -> Noise:
+def noise(trials: Iterable[Trial], steps: int, default_steps: int) -> Noise:
     groups: dict[str, list[float]] = defaultdict(list)
     for t in trials:
-        if t.commit and steps_of(t, spec) == steps and counts(t):
+        if t.commit and steps_of(t, default_steps) == steps and counts(t):
             groups[t.commit].append(t.metric)  # type: ignore[arg-type]
     repeated = [g for g in groups.values() if len(g) >= 2]
     dof = sum(len(g) - 1 for g in repeated)
@@ -121,24 +124,57 @@ def compare(candidate: list[float], incumbent: list[float], noise_: Noise, spec:
     return Comparison(candidate, incumbent, delta, floor, None, noise_.sigma, noise_.dof, "min_delta")
 
 
-def overview(trials: list[Trial], spec: TaskSpec, incumbent: Trial | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Rule:
+    """The task's decision settings in plain values, kept in the ledger's meta so that readers
+    (status, watch, reports) need not load the task spec."""
+
+    goal: str
+    min_delta: float
+    noise: bool  # the noise rule is in force (else min_delta)
+    level: float
+    confirm: int
+    repeats: int
+    steps: int  # budget.steps: the default of rows without steps
+    full_steps: int
+    screen_steps: int
+
+    @classmethod
+    def of(cls, spec: TaskSpec) -> Rule:
+        return cls(
+            goal=spec.metric.goal,
+            min_delta=spec.metric.min_delta,
+            noise=spec.noise_rule,
+            level=spec.decide.level,
+            confirm=spec.decide.confirm,
+            repeats=spec.noise.repeats,
+            steps=spec.budget.steps,
+            full_steps=spec.full_steps,
+            screen_steps=spec.fidelity.screen_steps,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def overview(trials: list[Trial], rule: Rule, incumbent: Trial | None) -> dict[str, Any]:
     """The decision rule in numbers: the spread, and the margin one new run must beat."""
-    steps = spec.full_steps
-    spread = noise(trials, steps, spec)
-    runs = values(trials, incumbent.commit, steps, spec) if incumbent else []
-    margin: float | None = spec.metric.min_delta
-    noise_rule = spec.noise_rule and spread.sigma is not None
+    steps = rule.full_steps
+    spread = noise(trials, steps, rule.steps)
+    runs = values(trials, incumbent.commit, steps, rule.steps) if incumbent else []
+    margin: float | None = rule.min_delta
+    noise_rule = rule.noise and spread.sigma is not None
     if noise_rule and runs:
         se = spread.sigma * math.sqrt(1 + 1 / len(runs))  # type: ignore[operator]
-        margin = max(spec.metric.min_delta, t_quantile(1 - spec.decide.level, spread.dof) * se)
+        margin = max(rule.min_delta, t_quantile(1 - rule.level, spread.dof) * se)
     elif noise_rule:
         margin = None
     return {
-        "rule": "noise" if spec.noise_rule else "min_delta",
-        "level": spec.decide.level if spec.noise_rule else None,
-        "min_delta": spec.metric.min_delta,
-        "confirm": spec.decide.confirm,
-        "repeats": spec.noise.repeats,
+        "rule": "noise" if rule.noise else "min_delta",
+        "level": rule.level if rule.noise else None,
+        "min_delta": rule.min_delta,
+        "confirm": rule.confirm,
+        "repeats": rule.repeats,
         "steps": steps,
         **spread.to_dict(),
         "incumbent_runs": len(runs),

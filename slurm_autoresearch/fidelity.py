@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .evidence import improvement
-from .spec import TaskSpec
 from .trial import Decision, Trial, TrialKind
+
+if TYPE_CHECKING:
+    from .spec import TaskSpec
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ class Savings:
         }
 
 
-def savings(trials: list[Trial], spec: TaskSpec) -> Savings:
+def savings(trials: list[Trial], full_steps: int, screen_steps: int) -> Savings:
     """What the run spent, against the same hypotheses all run at the full budget: a screened-out
     hypothesis would have cost what this run's full-budget jobs cost on average (measured, since
     start-up makes cost far from linear in steps; scaled by steps until one is measured); the
@@ -71,7 +74,7 @@ def savings(trials: list[Trial], spec: TaskSpec) -> Savings:
     full_jobs = [t for t in trials if t.fidelity != "screen" and t.elapsed is not None]
     mean_gpu = statistics.fmean(t.gpu_seconds or 0.0 for t in full_jobs) if full_jobs else None
     mean_slot = statistics.fmean(t.elapsed or 0.0 for t in full_jobs) if full_jobs else None
-    scale = spec.full_steps / spec.fidelity.screen_steps if spec.screening else 1.0
+    scale = full_steps / screen_steps if screen_steps else 1.0
     promoted = {t.of for t in trials if t.kind is TrialKind.PROMOTE}
     gpu = slot = full_gpu = full_slot = 0.0
     for t in trials:

@@ -17,6 +17,7 @@ import tomli_w
 
 from .controller import Controller, Echo
 from .errors import UsageError
+from .evidence import Rule
 from .executors import Executor, LocalExecutor
 from .executors.slurm import SlurmExecutor, slurm_parameters
 from .ledger import Ledger
@@ -118,6 +119,7 @@ def create_run(task: Task, now: float) -> RunDir:
             state="created",
             created_at=now,
             frozen=frozen,
+            rule=Rule.of(spec).to_dict(),  # the decision settings, for readers without pydantic
         )
         ledger.event(now, "run-created", f"{task.name} at {base[:7]}")
     finally:

@@ -7,12 +7,14 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .hypothesis import Hypothesis
-from .llm import Call
 from .rundir import atomic_write_text
 from .trial import Decision, Trial, TrialKind, TrialState, trial_id
+
+if TYPE_CHECKING:  # llm imports the task spec (pydantic): readers of the ledger need neither
+    from .llm import Call
 
 # Append only: never edit a migration that has shipped; add the next one.
 MIGRATIONS: list[str] = [
@@ -284,8 +286,52 @@ class Ledger:
         ).fetchone()
         return float(row[0]), int(row[1])
 
-    def trials(self) -> list[Trial]:
-        return [_trial(r) for r in self.conn.execute("SELECT * FROM trials ORDER BY seq")]
+    def trials(self, *, light: bool = False) -> list[Trial]:
+        """Every trial in order. light: for readers that show rows (status, watch, exports) the
+        hypothesis is its title only and the other metrics are not parsed."""
+        return self.select("1", light=light)
+
+    def select(self, where: str, params: tuple[Any, ...] = (), *, light: bool = True) -> list[Trial]:
+        """Trials matching an SQL condition, in order: readers of big ledgers take what they show."""
+        cur = self.conn.cursor()
+        cur.row_factory = None  # plain tuples zipped with the column names: faster than Row
+        cur.execute(f"SELECT * FROM trials WHERE {where} ORDER BY seq", params)
+        names = [c[0] for c in cur.description]
+        return [_trial(dict(zip(names, r, strict=True)), light) for r in cur]
+
+    def tally(self) -> dict[str, Any]:
+        """Counts and sums over all trials, in SQL: what a one-screen view needs of 10,000 rows."""
+        one = self.conn.execute(
+            "SELECT COUNT(*), COUNT(job_id), COALESCE(SUM(gpu_seconds), 0), "
+            "SUM(kind IN ('baseline', 'hypothesis')), MAX(seq) FROM trials"
+        ).fetchone()
+        decisions = dict(
+            self.conn.execute("SELECT decision, COUNT(*) FROM trials GROUP BY decision").fetchall()
+        )
+        states = dict(self.conn.execute("SELECT state, COUNT(*) FROM trials GROUP BY state").fetchall())
+        return {
+            "trials": one[0],
+            "jobs": one[1],
+            "gpu_seconds": float(one[2]),
+            "hypotheses": int(one[3] or 0),
+            "last_seq": one[4] or 0,
+            "decisions": {str(d): decisions.get(str(d), 0) for d in Decision},
+            "states": {str(s): states.get(str(s), 0) for s in TrialState},
+        }
+
+    def incumbent(self) -> Trial | None:
+        """The last trial kept."""
+        row = self.conn.execute(
+            "SELECT id FROM trials WHERE decision = 'keep' ORDER BY decided_at DESC, seq DESC LIMIT 1"
+        ).fetchone()
+        return self.trial(row[0]) if row else None
+
+    def repeated(self) -> list[Trial]:
+        """Measured trials of commits run more than once: all the noise estimate needs."""
+        return self.select(
+            "metric IS NOT NULL AND commit_sha IN (SELECT commit_sha FROM trials WHERE metric IS NOT NULL "
+            "GROUP BY commit_sha HAVING COUNT(*) >= 2)"
+        )
 
     def trial(self, tid: str) -> Trial | None:
         row = self.conn.execute("SELECT * FROM trials WHERE id = ?", (tid.upper(),)).fetchone()
@@ -358,46 +404,22 @@ def _to_db(value: Any) -> Any:
     return value
 
 
-def _trial(row: sqlite3.Row) -> Trial:
-    return Trial(
-        id=row["id"],
-        seq=row["seq"],
-        title=row["title"],
-        source=row["source"],
-        hypothesis=Hypothesis.from_dict(json.loads(row["hypothesis"])),
-        state=TrialState(row["state"]),
-        parent=row["parent"],
-        parent_trial=row["parent_trial"],
-        commit=row["commit_sha"],
-        job_id=row["job_id"],
-        job_state=row["job_state"],
-        decision=Decision(row["decision"]) if row["decision"] else None,
-        reason=row["reason"],
-        metric=row["metric"],
-        metrics=json.loads(row["metrics"]) if row["metrics"] else None,
-        elapsed=row["elapsed"],
-        gpu_seconds=row["gpu_seconds"],
-        memory_gb=row["memory_gb"],
-        learning=row["learning"],
-        created_at=row["created_at"],
-        submitted_at=row["submitted_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        decided_at=row["decided_at"],
-        node=row["node"],
-        job_started_at=row["job_started_at"],
-        job_ended_at=row["job_ended_at"],
-        summary=row["summary"],
-        llm_usd=row["llm_usd"],
-        llm_tokens=row["llm_tokens"],
-        attempts=row["attempts"],
-        pending_reason=row["pending_reason"],
-        kind=TrialKind(row["kind"]),
-        of=row["of_trial"],
-        seed=row["seed"],
-        steps=row["steps"],
-        fidelity=row["fidelity"],
-        round=row["round"],
-        evidence=json.loads(row["evidence"]) if row["evidence"] else None,
-        holdout=row["holdout"],
+_STATES = {s.value: s for s in TrialState}  # enum calls cost more than the rest of a row
+_DECISIONS = {d.value: d for d in Decision}
+_KINDS = {k.value: k for k in TrialKind}
+
+
+def _trial(row: sqlite3.Row | dict[str, Any], light: bool = False) -> Trial:
+    f = dict(row)
+    f["commit"] = f.pop("commit_sha")
+    f["of"] = f.pop("of_trial")
+    raw = f.pop("hypothesis")
+    f["hypothesis"] = (
+        Hypothesis(f["title"], source=f["source"]) if light else Hypothesis.from_dict(json.loads(raw))
     )
+    f["state"] = _STATES[f["state"]]
+    f["decision"] = _DECISIONS[f["decision"]] if f["decision"] else None
+    f["kind"] = _KINDS[f["kind"]]
+    f["metrics"] = json.loads(f["metrics"]) if f["metrics"] and not light else None
+    f["evidence"] = json.loads(f["evidence"]) if f["evidence"] else None
+    return Trial(**f)

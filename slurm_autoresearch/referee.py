@@ -94,7 +94,7 @@ class Referee:
         outcome = outcome or self.outcome_of(trial)
         verdict = failed(outcome)
         if trial.kind.is_evidence():
-            steps = steps_of(trial, self.spec)
+            steps = steps_of(trial, self.spec.budget.steps)
             verdict = verdict or Verdict(
                 Decision.REPEAT, f"seed {trial.seed} at {steps} steps, evidence for {trial.of}"
             )
@@ -142,9 +142,9 @@ class Referee:
 
     def _baseline_verdict(self, trial: Trial) -> Verdict:
         trials = self.ctl.ledger.trials()
-        steps = steps_of(trial, self.spec)
-        runs = values(trials, trial.commit, steps, self.spec)
-        spread = noise(trials, steps, self.spec)
+        steps = steps_of(trial, self.spec.budget.steps)
+        runs = values(trials, trial.commit, steps, self.spec.budget.steps)
+        spread = noise(trials, steps, self.spec.budget.steps)
         evidence = {"candidate": runs, "candidate_mean": statistics.fmean(runs), "steps": steps}
         evidence |= {"sigma": spread.sigma, "dof": spread.dof}
         if len(runs) > 1:
@@ -166,7 +166,7 @@ class Referee:
     # -- more evidence ----------------------------------------------------------------------
     def repeat(self, trial: Trial, n: int, why: str, kind: TrialKind = TrialKind.REPEAT) -> list[Trial]:
         """n new-seed runs of the trial's commit at its steps; the trial waits for them."""
-        steps = steps_of(trial, self.spec)
+        steps = steps_of(trial, self.spec.budget.steps)
         rows = self.runs(trial, n, steps, kind, why)
         if rows:
             self.ctl.log(f"{trial.id} {why}: {n} more seed(s) {', '.join(r.id for r in rows)}")
@@ -179,7 +179,7 @@ class Referee:
         used = [
             t.seed
             for t in ctl.ledger.trials()
-            if t.commit == trial.commit and steps_of(t, self.spec) == steps
+            if t.commit == trial.commit and steps_of(t, self.spec.budget.steps) == steps
         ]
         seed = max(used, default=self.spec.noise.seed - 1) + 1
         screen = steps == self.spec.fidelity.screen_steps and self.spec.screening
@@ -232,7 +232,7 @@ class Referee:
         ctl = self.ctl
         incumbent = ctl.incumbent
         assert incumbent is not None
-        screen = values(trials, incumbent.commit, self.spec.fidelity.screen_steps, self.spec)
+        screen = values(trials, incumbent.commit, self.spec.fidelity.screen_steps, self.spec.budget.steps)
         choice = fidelity.choose(waiting, screen, self.spec)
         for trial in waiting:
             outcome = self.outcome_of(trial)

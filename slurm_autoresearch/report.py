@@ -125,7 +125,7 @@ def write_run_report(rundir: RunDir, spec: TaskSpec, ledger: Ledger) -> Path:
         "- decisions: " + _rules(trials, spec, best),
     ]
     if spec.screening:
-        saved = fidelity.savings(trials, spec)
+        saved = fidelity.savings(trials, spec.full_steps, spec.fidelity.screen_steps)
         lines.append(
             f"- multi-fidelity: screened at {spec.fidelity.screen_steps} steps, full {spec.full_steps}; "
             f"{saved.gpu_hours:.3f} GPU-hours ({saved.slot_hours:.3f} slot-hours) spent vs "
@@ -169,7 +169,7 @@ def write_run_report(rundir: RunDir, spec: TaskSpec, ledger: Ledger) -> Path:
 
 
 def _rules(trials: list[Trial], spec: TaskSpec, best: Trial | None) -> str:
-    o = evidence.overview(trials, spec, best)
+    o = evidence.overview(trials, evidence.Rule.of(spec), best)
     how = (
         f"noise rule, one-sided level {o['level']:g}, confirm {o['confirm']}"
         if o["rule"] == "noise"

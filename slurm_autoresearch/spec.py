@@ -242,6 +242,14 @@ class MonitorSection(_Section):
     stall_minutes: PositiveFloat = 10.0
 
 
+class TrackingSection(_Section):
+    """W&B for each trial's `wandb.init()`: offline files in the trial directory (`ara sync`
+    uploads them), straight to W&B when the nodes have internet, or disabled."""
+
+    wandb: Literal["offline", "online", "off"] = "offline"
+    project: Annotated[str, Field(min_length=1)] | None = None  # default: the task's name
+
+
 class TaskSpec(_Section):
     task: TaskSection
     metric: MetricSection
@@ -258,6 +266,7 @@ class TaskSpec(_Section):
     playbook: PlaybookSection = PlaybookSection()
     monitor: MonitorSection = MonitorSection()
     controller: ControllerSection = ControllerSection()
+    tracking: TrackingSection = TrackingSection()
     search: SearchSection = SearchSection()
     ideas: list[IdeaSpec] = []
 

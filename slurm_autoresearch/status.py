@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from . import budget, evidence, fidelity
+from . import evidence, fidelity
+from .errors import TaskError
+from .evidence import Rule
 from .ledger import Ledger
 from .rundir import RunDir
-from .spec import TaskSpec
-from .trial import Decision, Trial, TrialKind, TrialState
+from .trial import Trial, TrialKind, TrialState
 
 SCHEMA = 1
 
@@ -58,32 +59,54 @@ def run_state(rundir: RunDir, recorded: str) -> str:
     return recorded
 
 
-def _decisions(trials: list[Trial], spec: TaskSpec | None, incumbent: Trial | None) -> dict[str, Any] | None:
-    return None if spec is None else evidence.overview(trials, spec, incumbent)
+def rule_of(rundir: RunDir, meta: dict[str, Any]) -> Rule | None:
+    """The run's decision settings: from the ledger, or (runs from before they were kept there)
+    from the task copy; None when neither can be read."""
+    if meta.get("rule"):
+        return Rule(**meta["rule"])
+    from .task import read_spec  # pydantic: only for old runs
 
-
-def _fidelity(trials: list[Trial], spec: TaskSpec | None) -> dict[str, Any] | None:
-    if spec is None or not spec.screening:
+    try:
+        return Rule.of(read_spec(rundir.task_copy))
+    except TaskError:
         return None
+
+
+def _fidelity(ledger: Ledger, rule: Rule | None, shown: list[Trial] | None) -> dict[str, Any] | None:
+    if rule is None or not rule.screen_steps:
+        return None
+    trials = shown if shown is not None else ledger.trials(light=True)
     return {
-        "screen_steps": spec.fidelity.screen_steps,
-        "full_steps": spec.full_steps,
+        "screen_steps": rule.screen_steps,
+        "full_steps": rule.full_steps,
         "screened": sum(1 for t in trials if t.kind is TrialKind.HYPOTHESIS and t.fidelity == "screen"),
         "promoted": sum(1 for t in trials if t.kind is TrialKind.PROMOTE),
-        **fidelity.savings(trials, spec).to_dict(),
+        **fidelity.savings(trials, rule.full_steps, rule.screen_steps).to_dict(),
     }
 
 
 def status_document(
-    rundir: RunDir, ledger: Ledger, now: float | None = None, spec: TaskSpec | None = None
+    rundir: RunDir,
+    ledger: Ledger,
+    now: float | None = None,
+    limit: int | None = None,
 ) -> dict[str, Any]:
-    """The run as JSON; with the run's task spec it also carries the decision rule and fidelity."""
+    """The run as JSON, with the decision rule and fidelity where the run's settings are known.
+    With limit, `trials` holds the live ones and the last `limit` (and `trials_total` says how
+    many there are): counts come from SQL, so a one-screen view of 10,000 trials stays fast."""
     now = time.time() if now is None else now
     meta = ledger.meta()
-    trials = ledger.trials()
-    kept = sorted((t for t in trials if t.decision is Decision.KEEP), key=lambda t: t.decided_at or 0)
-    incumbent = kept[-1] if kept else None
-    baseline = trials[0] if trials else None
+    rule = rule_of(rundir, meta)
+    tally = ledger.tally()
+    incumbent = ledger.incumbent()
+    first = ledger.select("seq = 1")
+    baseline = first[0] if first else None
+    if limit is None:
+        shown = ledger.trials(light=True)
+    else:
+        shown = ledger.select("state != 'done' OR seq > ?", (tally["last_seq"] - limit,))
+    measured = {t.id: t for t in [*ledger.repeated(), *([incumbent] if incumbent else [])]}
+    decisions = evidence.overview(list(measured.values()), rule, incumbent) if rule else None
     created = meta.get("created_at", now)
     ended = meta.get("ended_at")
     wall_hours = meta.get("wall_hours")
@@ -112,14 +135,14 @@ def status_document(
         },
         "metric": {"name": meta.get("metric"), "goal": meta.get("goal")},
         "budget": {
-            "trials": {"used": budget.hypotheses(trials), "limit": meta.get("trial_budget")},
-            "jobs": {"used": sum(1 for t in trials if t.job_id), "limit": None},
+            "trials": {"used": tally["hypotheses"], "limit": meta.get("trial_budget")},
+            "jobs": {"used": tally["jobs"], "limit": None},
             "wall_seconds": {
                 "used": round((ended or now) - created, 1),
                 "limit": wall_hours * 3600 if wall_hours else None,
             },
             "gpu_seconds": {
-                "used": round(sum(t.gpu_seconds or 0 for t in trials), 1),
+                "used": round(tally["gpu_seconds"], 1),
                 "limit": meta["gpu_hours"] * 3600 if meta.get("gpu_hours") else None,
             },
             "llm_usd": {"used": round(llm_usd, 6), "limit": meta.get("llm_usd")},
@@ -140,14 +163,15 @@ def status_document(
             "commit": baseline.commit,
             "metric": baseline.metric,
         },
-        "decisions": _decisions(trials, spec, incumbent),
-        "fidelity": _fidelity(trials, spec),
+        "decisions": decisions,
+        "fidelity": _fidelity(ledger, rule, shown if limit is None else None),
         "counts": {
-            **{str(d): sum(1 for t in trials if t.decision is d) for d in Decision},
+            **tally["decisions"],
             **{
-                str(s): sum(1 for t in trials if t.state is s)
+                str(s): tally["states"][str(s)]
                 for s in (TrialState.QUEUED, TrialState.RUNNING, TrialState.WAITING)
             },
         },
-        "trials": [_trial(t) for t in trials],
+        "trials": [_trial(t) for t in shown],
+        **({"trials_total": tally["trials"]} if limit is not None else {}),
     }

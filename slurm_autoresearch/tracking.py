@@ -2,23 +2,74 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
+from typing import Literal
+
+WandbMode = Literal["offline", "online", "off"]
+OFFLINE_GLOB = "wandb/offline-run-*"
+SUMMARY_DIR = "wandb-summary"
+_NOTES_MAX = 200
+_ID_MAX = 64  # W&B's server rejects very long run ids; ours stay well inside with a hash when cut
 
 
-def wandb_env(*, project: str, run_id: str, trial_id: str, trial_dir: Path) -> dict[str, str]:
-    """Variables that make a plain `wandb.init()` in the training code land in the run's group.
+def wandb_run_id(run_id: str, trial_id: str) -> str:
+    """The W&B run id of a trial (or of "summary"): derived from the ledger, so its files and its
+    page can be found without reading them."""
+    raw = re.sub(r"[^a-z0-9_-]+", "-", f"{run_id}-{trial_id}".lower()).strip("-")
+    if len(raw) <= _ID_MAX:
+        return raw
+    digest = hashlib.sha1(raw.encode()).hexdigest()[:8]
+    return f"{raw[: _ID_MAX - 9]}-{digest}"
+
+
+def one_line(text: str, limit: int = _NOTES_MAX) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def wandb_env(
+    *,
+    project: str,
+    run_id: str,
+    trial_id: str,
+    trial_dir: Path,
+    title: str = "",
+    fidelity: str = "full",
+    mode: WandbMode = "offline",
+) -> dict[str, str]:
+    """Variables that make a plain `wandb.init()` in the training code join the run's group, named
+    after the trial, with the hypothesis as notes and the fidelity as job type.
 
     Offline, with its files in the trial directory on the shared filesystem (wandb would
-    otherwise fall back to node-local /tmp when the default dir is not writable).
+    otherwise fall back to node-local /tmp when the default dir is not writable); `ara sync`
+    uploads them later from a node with internet. "off" disables wandb, so user code still runs.
     """
     return {
-        "WANDB_MODE": "offline",
+        # An unknown mode (a hand-edited job.json) is offline: the runner must not fail here.
+        "WANDB_MODE": {"online": "online", "off": "disabled"}.get(mode, "offline"),
         "WANDB_DIR": str(trial_dir),
+        # Artifact staging (tables, media) defaults to ~/.local/share: keep it with the run files,
+        # so a sync from another node finds it and home quotas are not hit.
+        "WANDB_DATA_DIR": str(trial_dir / "wandb" / "data"),
         "WANDB_PROJECT": project,
         "WANDB_RUN_GROUP": run_id,
-        "WANDB_NAME": f"{run_id}/{trial_id}",
-        "WANDB_JOB_TYPE": "trial",
+        "WANDB_RUN_ID": wandb_run_id(run_id, trial_id),
+        "WANDB_NAME": trial_id,
+        "WANDB_NOTES": one_line(title),
+        "WANDB_JOB_TYPE": fidelity,
         "WANDB_TAGS": f"ara,{trial_id}",
         "WANDB_SILENT": "true",
         "WANDB_DISABLE_GIT": "true",
     }
+
+
+def offline_runs(trial_dir: Path) -> list[Path]:
+    """The trial's offline W&B runs, oldest first (a retried trial may have one per attempt)."""
+    return sorted(p for p in trial_dir.glob(OFFLINE_GLOB) if p.is_dir())
+
+
+def summary_dir(run_dir: Path) -> Path:
+    """Where the run's W&B summary run keeps its files (its WANDB_DIR)."""
+    return run_dir / SUMMARY_DIR

@@ -83,6 +83,9 @@ def print_status(doc: dict[str, Any], console: Console | None = None) -> None:
             style=style,
         )
     console.print(table)
+    hidden = doc.get("trials_total", len(doc["trials"])) - len(doc["trials"])
+    if hidden > 0:
+        console.print(f"({hidden} earlier trials not shown: `ara status --json`, `ara export` or report.md)")
 
 
 def _rule_line(rule: dict[str, Any]) -> str:

@@ -179,7 +179,7 @@ def test_a_small_real_effect_is_confirmed_and_kept(tmp_path: Path) -> None:
     confirmations = [t for t in trials if t.of == real.id]
     assert len(runs) == 1 + len(confirmations)
     ledger = Ledger.open(rundir.ledger, readonly=True)
-    doc = status_document(rundir, ledger, spec=read_spec(rundir.task_copy))
+    doc = status_document(rundir, ledger)
     ledger.close()
     assert doc["decisions"]["rule"] == "noise" and doc["decisions"]["sigma"] > 0
     assert doc["decisions"]["margin_one_run"] > 0 and doc["incumbent"]["trial"] == real.id
@@ -270,7 +270,8 @@ def test_screening_promotes_the_best_and_only_full_runs_keep(toy_repo: Path) -> 
     assert all(p.steps == 5 and p.fidelity == "full" for p in promoted)
     assert not [t for t in trials if t.decision is Decision.KEEP and t.fidelity == "screen"]
     assert [t for t in trials if t.kind is TrialKind.REPEAT and t.steps == 2]  # the baseline's screen score
-    saved = fidelity.savings(trials, read_spec(rundir.task_copy))
+    spec = read_spec(rundir.task_copy)
+    saved = fidelity.savings(trials, spec.full_steps, spec.fidelity.screen_steps)
     full = [t.elapsed for t in trials if t.fidelity == "full" and t.elapsed is not None]
     dropped = [t for t in screen if t.decision is not Decision.PROMOTED]
     # a screened-out hypothesis would have cost what this run's full-budget jobs cost on average

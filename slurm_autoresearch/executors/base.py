@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from ..outcome import Outcome
+from ..tracking import WandbMode
 
 JOB_FILE = "job.json"
 
@@ -33,6 +34,9 @@ class JobSpec:
     seed: int = 0
     holdout: str | None = None  # the holdout evaluation's command
     pristine: str = ""  # directory holding the run's untouched copies of the frozen files
+    title: str = ""  # the hypothesis's title: the W&B run's notes
+    fidelity: str = "full"  # "screen" or "full": the W&B run's job type
+    wandb: WandbMode = "offline"  # [tracking] wandb
 
     @property
     def cwd(self) -> Path:

@@ -43,7 +43,15 @@ def trial_env(spec: JobSpec, base: Mapping[str, str]) -> dict[str, str]:
     env = {k: v for k, v in base.items() if not k.startswith(("ANTHROPIC_", "ARA_"))}
     trial_dir = Path(spec.trial_dir)
     env.update(
-        wandb_env(project=spec.project, run_id=spec.run_id, trial_id=spec.trial_id, trial_dir=trial_dir)
+        wandb_env(
+            project=spec.project,
+            run_id=spec.run_id,
+            trial_id=spec.trial_id,
+            trial_dir=trial_dir,
+            title=spec.title,
+            fidelity=spec.fidelity,
+            mode=spec.wandb,
+        )
     )
     env.update({k: v for k, v in spec.env.items() if not k.startswith(("ANTHROPIC_", "ARA_"))})
     env.update(

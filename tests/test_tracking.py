@@ -1,0 +1,202 @@
+"""W&B for trials: the job environment, and real offline runs of a whole toy run plus its summary."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from slurm_autoresearch.executors.base import JobSpec
+from slurm_autoresearch.executors.runner import trial_env
+from slurm_autoresearch.launcher import launch
+from slurm_autoresearch.ledger import Ledger
+from slurm_autoresearch.spec import TrackingSection
+from slurm_autoresearch.task import load_task
+from slurm_autoresearch.tracking import offline_runs, summary_dir, wandb_env, wandb_run_id
+from slurm_autoresearch.wandb_summary import sync_commands
+
+from .conftest import TRAIN, commit_all, write_task
+
+
+def _env(**kwargs: Any) -> dict[str, str]:
+    base: dict[str, Any] = dict(
+        project="toy", run_id="toy-20260101-000000", trial_id="T0007", trial_dir=Path("/runs/x/trials/T0007")
+    )
+    return wandb_env(**(base | kwargs))
+
+
+def test_env_names_the_trial_in_the_runs_group() -> None:
+    env = _env(title="Centre each slide's\nembeddings " + "x" * 300, fidelity="screen")
+    assert env["WANDB_NAME"] == "T0007"
+    assert env["WANDB_RUN_GROUP"] == "toy-20260101-000000"
+    assert env["WANDB_JOB_TYPE"] == "screen"
+    assert env["WANDB_PROJECT"] == "toy"
+    assert env["WANDB_MODE"] == "offline"
+    assert env["WANDB_DIR"] == "/runs/x/trials/T0007"
+    assert env["WANDB_RUN_ID"] == "toy-20260101-000000-t0007"
+    notes = env["WANDB_NOTES"]
+    assert notes.startswith("Centre each slide's embeddings xxx") and "\n" not in notes
+    assert len(notes) <= 200
+
+
+def test_env_modes_and_ids() -> None:
+    assert _env(mode="online")["WANDB_MODE"] == "online"
+    assert _env(mode="off")["WANDB_MODE"] == "disabled"
+    assert _env()["WANDB_JOB_TYPE"] == "full"
+    # W&B refuses ids with ":;,#?/'"; long ones are cut and keep a hash, so they stay distinct.
+    assert wandb_run_id("My Task:v2/x", "T0001") == "my-task-v2-x-t0001"
+    long_a, long_b = wandb_run_id("a" * 80, "T0001"), wandb_run_id("a" * 80, "T0002")
+    assert len(long_a) == 64 and long_a != long_b
+
+
+def test_trial_env_takes_title_fidelity_and_mode_from_the_job(tmp_path: Path) -> None:
+    spec = JobSpec(
+        trial_id="T0003",
+        run_id="toy-1",
+        run_dir=str(tmp_path),
+        trial_dir=str(tmp_path / "trials" / "T0003"),
+        worktree=str(tmp_path),
+        workdir=".",
+        command="true",
+        eval=None,
+        metric="score",
+        steps=5,
+        time_limit_s=60,
+        gpus=0,
+        frozen={},
+        project="toy",
+        title="x to 2",
+        fidelity="screen",
+        wandb="off",
+    )
+    env = trial_env(spec, {"WANDB_MODE": "online", "PATH": "/bin"})
+    assert (env["WANDB_NAME"], env["WANDB_NOTES"], env["WANDB_JOB_TYPE"]) == ("T0003", "x to 2", "screen")
+    assert env["WANDB_MODE"] == "disabled"  # the task decides, not the controller's environment
+    old = JobSpec.from_dict({k: v for k, v in spec.to_dict().items() if k not in ("title", "fidelity", "wandb")})
+    assert trial_env(old, {})["WANDB_MODE"] == "offline"  # a job.json from before these fields
+
+
+def test_tracking_section_defaults() -> None:
+    assert TrackingSection().wandb == "offline" and TrackingSection().project is None
+    with pytest.raises(ValueError):
+        TrackingSection.model_validate({"wandb": "cloud"})
+
+
+# -- real offline runs -----------------------------------------------------------------------
+
+
+def read_records(path: Path) -> list[Any]:
+    """The protobuf records of a `.wandb` transaction log.
+
+    In wandb 0.31 an offline run writes no config.yaml, wandb-metadata.json or summary file: the
+    log is the run, and what `wandb sync` uploads. Its format is stable across versions (old
+    offline runs still sync): a 7-byte header (":W&B", magic 0xBEE1, version 0), then LevelDB log
+    blocks of 32 KiB whose chunks carry a 7-byte header (crc32, length, type: full, first, middle,
+    last). Reading the run record from it checks what W&B will show, not what our env asked for.
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    records, pos, pending = [], 7, b""
+    block = 32 * 1024
+    while pos + 7 <= len(data):
+        room = block - pos % block
+        if room < 7:  # a block's tail too short for a header is padding
+            pos += room
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if length == 0 and kind == 0:  # zero fill (a block not yet written)
+            pos += room
+            continue
+        pending += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # full or last
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    return records
+
+
+def run_record(offline_dir: Path) -> Any:
+    (log,) = offline_dir.glob("run-*.wandb")
+    runs = [r.run for r in read_records(log) if r.WhichOneof("record_type") == "run"]
+    assert runs, f"no run record in {log}"
+    return runs[0]
+
+
+WANDB_TRAIN = TRAIN + (
+    "import wandb\n"
+    "run = wandb.init(config=cfg)\n"
+    'run.log({"loss": 0.5})\n'
+    "run.finish()\n"
+)
+
+
+@pytest.mark.timeout(300) if hasattr(pytest.mark, "timeout") else (lambda f: f)
+def test_offline_trial_runs_and_the_summary_run(toy_repo: Path) -> None:
+    pytest.importorskip("wandb")
+    (toy_repo / "train.py").write_text(WANDB_TRAIN)
+    commit_all(toy_repo, "log to wandb")
+    path = write_task(toy_repo, '[[ideas]]\ntitle = "x to 2"\nconfig = { x = 2.0 }\n', trials=3)
+    lines: list[str] = []
+    controller = launch(load_task(path), echo=lines.append)
+    rundir = controller.rundir
+    controller.run()
+    ledger = Ledger.open(rundir.ledger, readonly=True)
+    try:
+        trials = ledger.trials()
+    finally:
+        ledger.close()
+    assert len(trials) == 3 and all(t.job_id for t in trials)
+    for t in trials:
+        tdir = rundir.trial_dir(t.id)
+        (found,) = offline_runs(tdir)  # exactly one, where the ledger's trial id says
+        run_id = wandb_run_id(rundir.run_id, t.id)
+        assert found.name.endswith("-" + run_id)
+        record = run_record(found)
+        assert record.run_id == run_id
+        assert record.display_name == t.id
+        assert record.run_group == rundir.run_id
+        assert record.job_type == t.fidelity == "full"
+        assert record.notes == t.title
+        assert record.project == "toy"
+    assert trials[1].title == "x to 2"
+
+    done = subprocess.run(
+        [sys.executable, "-m", "slurm_autoresearch.wandb_summary", str(rundir.path)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    (summary,) = offline_runs(summary_dir(rundir.path))
+    record = run_record(summary)
+    assert (record.display_name, record.run_group, record.job_type) == ("summary", rundir.run_id, "summary")
+    tables = list((summary / "files" / "media" / "table").glob("trials_*.table.json"))
+    assert len(tables) == 1
+    import json
+
+    table = json.loads(tables[0].read_text())
+    assert [row[0] for row in table["data"]] == [t.id for t in trials]
+    assert table["columns"][:3] == ["id", "kind", "of"]
+
+    # Again: the same run id replaces the previous files rather than adding a second run.
+    again = subprocess.run(
+        [sys.executable, "-m", "slurm_autoresearch.wandb_summary", str(rundir.path)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert again.returncode == 0, again.stderr
+    assert len(offline_runs(summary_dir(rundir.path))) == 1
+
+    commands = sync_commands(rundir.path)
+    assert len(commands) == 4  # three trials, then the summary
+    assert all(c[1:4] == ["-m", "wandb", "sync"] for c in commands)
+    assert commands[-1][-1] == str(offline_runs(summary_dir(rundir.path))[0])
