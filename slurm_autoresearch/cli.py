@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sys
@@ -16,6 +17,7 @@ from .errors import AraError, UsageError
 if TYPE_CHECKING:
     from .rundir import RunDir
     from .task import Task
+    from .trial import Trial
 
 root_option = click.option(
     "--root",
@@ -230,13 +232,25 @@ def _interrupt(signum: int, _frame: object) -> None:
 @main.command()
 @click.argument("run", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the status document (README: status JSON).")
+@click.option("--all", "every", is_flag=True, help="One line per run under the root, with its best metric.")
 @root_option
-def status(run: str | None, as_json: bool, root: Path | None) -> None:
+def status(run: str | None, as_json: bool, every: bool, root: Path | None) -> None:
     """Trials, states, metrics, decisions and budget spent of RUN (default: the latest run)."""
     from .ledger import Ledger
-    from .rundir import find_run
-    from .status import status_document
+    from .rundir import all_runs, find_run
+    from .status import run_line, status_document
 
+    if every:
+        lines = [run_line(r) for r in all_runs(root)]
+        if not lines:
+            raise UsageError("no runs found here; pass --root (start one with `ara submit`)")
+        if as_json:
+            click.echo(json.dumps(lines, indent=2))
+        else:
+            from .views import print_runs
+
+            print_runs(lines)
+        return
     rundir = find_run(run, root)
     ledger = Ledger.open(rundir.ledger, readonly=True)
     try:
@@ -250,6 +264,26 @@ def status(run: str | None, as_json: bool, root: Path | None) -> None:
     from .views import print_status
 
     print_status(doc)
+
+
+@main.command()
+@click.argument("run", required=False)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.2),
+    default=2.0,
+    show_default=True,
+    help="Seconds between refreshes.",
+)
+@click.option("--once", is_flag=True, help="Print one frame and exit.")
+@root_option
+def watch(run: str | None, interval: float, once: bool, root: Path | None) -> None:
+    """A live view of RUN (default: the latest): slots, progress, queue, best, budgets, decisions."""
+    from .rundir import find_run
+    from .watch import watch as live_view
+
+    with contextlib.suppress(KeyboardInterrupt):  # the view only reads: leaving it leaves the run alone
+        live_view(find_run(run, root), interval=interval, once=once)
 
 
 @main.command()
@@ -279,6 +313,109 @@ def show(run: str, trial: str, root: Path | None) -> None:
         else None
     )
     click.echo(trial_report(rundir, read_spec(rundir.task_copy), record, outcome), nl=False)
+
+
+def _trial_of(rundir: RunDir, trial: str) -> Trial:
+    from .ledger import Ledger
+
+    ledger = Ledger.open(rundir.ledger, readonly=True)
+    try:
+        record = ledger.trial(trial)
+    finally:
+        ledger.close()
+    if record is None:
+        raise UsageError(f"run {rundir.run_id} has no trial {trial!r} (see `ara status {rundir.run_id}`)")
+    return record
+
+
+@main.command()
+@click.argument("run")
+@click.argument("trial")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing what the job writes until it ends.")
+@click.option(
+    "-n",
+    "--bytes",
+    "size",
+    type=click.IntRange(min=1),
+    default=8192,
+    show_default=True,
+    help="Bytes of the tail.",
+)
+@root_option
+def logs(run: str, trial: str, follow: bool, size: int, root: Path | None) -> None:
+    """The log of TRIAL in RUN (train.log: command and evaluation output): its tail, or follow it."""
+    from .executors.runner import LOG_FILE
+    from .monitor import follow as follow_log
+    from .monitor import tail
+    from .rundir import find_run
+
+    rundir = find_run(run, root)
+    record = _trial_of(rundir, trial)
+    path = rundir.trial_dir(record.id) / LOG_FILE
+    if not path.exists() and not follow:
+        raise UsageError(f"{record.id} has no log yet ({path}); its job has not started")
+    click.echo(tail(path, size), nl=False)
+    if follow:
+
+        def ended() -> bool:  # the job is over once its trial is measured or decided
+            return _trial_of(rundir, record.id).state.value in ("waiting", "done")
+
+        with contextlib.suppress(KeyboardInterrupt):
+            for chunk in follow_log(path, ended, time.sleep):
+                click.echo(chunk, nl=False)
+
+
+@main.command()
+@click.argument("run")
+@click.argument("trial")
+@root_option
+def diff(run: str, trial: str, root: Path | None) -> None:
+    """The diff of TRIAL in RUN against its parent (a re-run shows the diff of the trial it repeats)."""
+    from .rundir import find_run
+
+    rundir = find_run(run, root)
+    record = _trial_of(rundir, trial)
+    source = record
+    if record.of and not _patch(rundir, record).strip():  # a re-run: same commit as its trial
+        source = _trial_of(rundir, record.of)
+        click.echo(f"# {record.id} re-runs {source.id}'s commit {(source.commit or '')[:7]}", err=True)
+    path = rundir.trial_dir(source.id) / "patch.diff"
+    if not path.exists():
+        why = record.reason or "not materialized yet"
+        raise UsageError(f"{record.id} has no diff ({record.decision or record.state}: {why})")
+    click.echo(_patch(rundir, source) or "(no change: the baseline)\n", nl=False)
+
+
+def _patch(rundir: RunDir, record: Trial) -> str:
+    path = rundir.trial_dir(record.id) / "patch.diff"
+    return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+
+
+@main.command()
+@click.argument("run", required=False)
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True)
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="File to write (default: stdout)."
+)
+@root_option
+def export(run: str | None, fmt: str, output: Path | None, root: Path | None) -> None:
+    """The ledger of RUN (default: the latest) as CSV or JSON lines, one row per trial, for notebooks."""
+    from .exports import export as chunks
+    from .ledger import Ledger
+    from .rundir import atomic_write_text, find_run
+
+    rundir = find_run(run, root)
+    ledger = Ledger.open(rundir.ledger, readonly=True)
+    try:
+        text = chunks(ledger, fmt)
+        if output is None:
+            for chunk in text:
+                click.echo(chunk, nl=False)
+        else:
+            atomic_write_text(output, "".join(text))
+            click.echo(f"wrote {output}")
+    finally:
+        ledger.close()
 
 
 @main.command()

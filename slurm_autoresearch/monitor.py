@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +34,28 @@ def tail(path: Path, limit: int = TAIL_BYTES) -> str:
     if size > limit and "\n" in text:
         text = text.split("\n", 1)[1]
     return text
+
+
+def follow(
+    path: Path, done: Callable[[], bool], sleep: Callable[[float], None], every: float = 0.5
+) -> Iterator[str]:
+    """What is appended to a log from its current end, until done() says the writer has ended."""
+    offset = path.stat().st_size if path.exists() else 0
+    while True:
+        finished = done()  # asked before reading, so the last lines written are not missed
+        try:
+            with path.open("rb") as fh:
+                fh.seek(offset)
+                data = fh.read(1 << 20)
+        except FileNotFoundError:
+            data = b""
+        offset += len(data)
+        if data:
+            yield data.decode("utf-8", errors="replace")
+        elif finished:
+            return
+        else:
+            sleep(every)
 
 
 def diagnose(log_tail: str) -> str | None:

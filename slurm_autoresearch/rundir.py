@@ -250,20 +250,28 @@ class RunDir:
             return None
 
 
-def find_run(run: str | None, root: Path | None = None) -> RunDir:
-    """A run by directory path, by id under a run root, or the latest run when run is None.
-
-    Roots searched: --root / $ARA_ROOT, else `.ara` in the current directory and its parents.
-    """
-    if run and (Path(run) / "ledger.sqlite").is_file():
-        return RunDir(Path(run).resolve())
+def run_roots(root: Path | None = None) -> list[Path]:
+    """The `runs/` folders searched: --root / $ARA_ROOT, else `.ara` here and in the parents."""
     roots = [root] if root else []
     if not roots and os.environ.get("ARA_ROOT"):
         roots = [Path(os.environ["ARA_ROOT"])]
     if not roots:
         here = Path.cwd().resolve()
         roots = [d / ".ara" for d in (here, *here.parents) if (d / ".ara" / "runs").is_dir()]
-    candidates = [r / "runs" for r in roots if (r / "runs").is_dir()]
+    return [r / "runs" for r in roots if (r / "runs").is_dir()]
+
+
+def all_runs(root: Path | None = None) -> list[RunDir]:
+    """Every run under the roots, oldest first."""
+    found = [p for c in run_roots(root) for p in c.iterdir() if (p / "ledger.sqlite").is_file()]
+    return [RunDir(p.resolve()) for p in sorted(found, key=lambda p: (p / "ledger.sqlite").stat().st_ctime)]
+
+
+def find_run(run: str | None, root: Path | None = None) -> RunDir:
+    """A run by directory path, by id under a run root, or the latest run when run is None."""
+    if run and (Path(run) / "ledger.sqlite").is_file():
+        return RunDir(Path(run).resolve())
+    candidates = run_roots(root)
     if run:
         for runs in candidates:
             if (runs / run / "ledger.sqlite").is_file():
@@ -272,9 +280,9 @@ def find_run(run: str | None, root: Path | None = None) -> RunDir:
             f"no run {run!r} under {', '.join(map(str, candidates)) or 'any .ara/ here'}; "
             "pass the run directory or --root"
         )
-    runs_found = [p for c in candidates for p in c.iterdir() if (p / "ledger.sqlite").is_file()]
-    if not runs_found:
+    found = all_runs(root)
+    if not found:
         raise UsageError(
             "no runs found here; pass a run id or directory, or --root (start one with `ara submit`)"
         )
-    return RunDir(max(runs_found, key=lambda p: (p / "ledger.sqlite").stat().st_ctime).resolve())
+    return found[-1]

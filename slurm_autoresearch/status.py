@@ -15,7 +15,8 @@ from .trial import Trial, TrialKind, TrialState
 SCHEMA = 1
 
 
-def _trial(t: Trial) -> dict[str, Any]:
+def trial_fields(t: Trial) -> dict[str, Any]:
+    """One trial as the status document (and `ara export`) show it."""
     return {
         "id": t.id,
         "state": str(t.state),
@@ -33,6 +34,7 @@ def _trial(t: Trial) -> dict[str, Any]:
         "llm_tokens": t.llm_tokens,
         "attempts": t.attempts,
         "pending_reason": t.pending_reason,
+        "started_at": t.started_at,
         "job_started_at": t.job_started_at,
         "job_ended_at": t.job_ended_at,
         "title": t.title,
@@ -172,6 +174,28 @@ def status_document(
                 for s in (TrialState.QUEUED, TrialState.RUNNING, TrialState.WAITING)
             },
         },
-        "trials": [_trial(t) for t in shown],
+        "trials": [trial_fields(t) for t in shown],
         **({"trials_total": tally["trials"]} if limit is not None else {}),
+    }
+
+
+def run_line(rundir: RunDir) -> dict[str, Any]:
+    """One run in a few fields, for `ara status --all`."""
+    ledger = Ledger.open(rundir.ledger, readonly=True)
+    try:
+        meta = ledger.meta()
+        tally = ledger.tally()
+        best = ledger.incumbent()
+    finally:
+        ledger.close()
+    return {
+        "id": rundir.run_id,
+        "task": meta.get("task"),
+        "state": run_state(rundir, meta.get("state", "running")),
+        "dir": str(rundir.path),
+        "created_at": meta.get("created_at"),
+        "trials": {"used": tally["hypotheses"], "limit": meta.get("trial_budget")},
+        "running": tally["states"]["running"],
+        "metric": {"name": meta.get("metric"), "goal": meta.get("goal")},
+        "best": None if best is None else {"trial": best.id, "metric": best.metric, "title": best.title},
     }

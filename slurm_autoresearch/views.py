@@ -101,3 +101,25 @@ def _rule_line(rule: dict[str, Any]) -> str:
     margin = rule.get("margin_one_run")
     need = f"; one new run must beat the incumbent by {margin:.4g}" if margin is not None else ""
     return f"decisions: {how}; {spread}{need}"
+
+
+def print_runs(lines: list[dict[str, Any]], console: Console | None = None) -> None:
+    """`ara status --all`: one row per run under the root."""
+    console = console or Console(width=None if Console().is_terminal else 160)
+    table = Table(show_edge=False, header_style="bold")
+    for col in ("run", "state", "started", "trials", "running", "best", "by", "title"):
+        table.add_column(col, no_wrap=True, overflow="ellipsis")
+    for r in lines:
+        best = r["best"] or {}
+        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created_at"])) if r["created_at"] else ""
+        table.add_row(
+            r["id"],
+            r["state"],
+            started,
+            f"{r['trials']['used']}/{r['trials']['limit']}",
+            str(r["running"]),
+            f"{r['metric']['name']} {_num(best.get('metric'))}" if best else "",
+            best.get("trial", ""),
+            escape(best.get("title", "")),
+        )
+    console.print(table)
