@@ -328,6 +328,12 @@ def test_a_requeued_job_runs_again_and_completes(tmp_path: Path) -> None:
     spec = _spec(tmp_path, "T0001", "sleep 3; echo 2 > out.txt")
     job = ex.submit([spec])["T0001"]
     _wait_state(ex, "T0001", "running")
+    log = Path(spec.trial_dir) / "train.log"
+    deadline = time.time() + 60
+    # Slurm says running before the runner has started under load: requeue once it has.
+    while "[ara] trial T0001" not in (log.read_text() if log.exists() else ""):
+        assert time.time() < deadline, "the job's runner never started"
+        time.sleep(0.2)
     subprocess.run(["scontrol", "requeue", job], check=True)
     time.sleep(1)
     # Slurm holds a requeued job back for a while; let it go at once.
