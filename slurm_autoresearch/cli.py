@@ -420,6 +420,39 @@ def export(run: str | None, fmt: str, output: Path | None, root: Path | None) ->
 
 @main.command()
 @click.argument("run", required=False)
+@click.option("-e", "--entity", help="W&B entity to upload to (default: yours).")
+@click.option("-p", "--project", help="W&B project (default: the one each run was logged under).")
+@click.option("--dry-run", is_flag=True, help="Say what would be uploaded; upload nothing.")
+@root_option
+def sync(run: str | None, entity: str | None, project: str | None, dry_run: bool, root: Path | None) -> None:
+    """Upload RUN's offline W&B runs (one per trial, and the summary run) from a node with internet."""
+    import subprocess
+
+    from .rundir import find_run
+    from .wandb_summary import sync_commands
+
+    rundir = find_run(run, root)
+    # The summary run is refreshed first, so it shows the trail as it is now.
+    subprocess.run([sys.executable, "-m", "slurm_autoresearch.wandb_summary", str(rundir.path)], check=False)
+    extra = [*(["--entity", entity] if entity else []), *(["--project", project] if project else [])]
+    commands = sync_commands(rundir.path, [*extra, *(["--dry-run"] if dry_run else [])])
+    if not commands:
+        click.echo(f"no offline W&B runs in {rundir.path} (does the training code call wandb.init()?)")
+        return
+    failed = 0
+    for command in commands:
+        out = subprocess.run(command, capture_output=True, text=True, check=False)
+        last = (out.stdout + out.stderr).strip().splitlines()[-1:] or [""]
+        failed += out.returncode != 0
+        click.echo(f"{'ok    ' if out.returncode == 0 else 'FAILED'} {command[-1]}: {last[0]}")
+    if failed:
+        raise AraError(
+            f"{failed} of {len(commands)} W&B uploads failed; run `ara sync {rundir.run_id}` again"
+        )
+
+
+@main.command()
+@click.argument("run", required=False)
 @root_option
 def report(run: str | None, root: Path | None) -> None:
     """Write report.md and progress.png for RUN (default: the latest run) and print their paths."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -311,8 +313,11 @@ class Controller:
             time_limit_s=self.spec.budget.trial_minutes * 60,
             gpus=self.spec.resources.gpus_per_trial,
             frozen=self.frozen,
-            project=self.task.name,
+            project=self.spec.tracking.project or self.task.name,
             seed=trial.seed,
+            title=trial.title,
+            fidelity=trial.fidelity,
+            wandb=self.spec.tracking.wandb,
             holdout=self.spec.task.holdout if full else None,
             pristine=str(self.rundir.frozen) if self.rundir.frozen.is_dir() else "",
         )
@@ -460,3 +465,18 @@ class Controller:
             self.ws.close()
             self.ledger.close()
             self.rundir.release()
+            self._wandb_summary()
+
+    def _wandb_summary(self) -> None:
+        """The run's W&B summary run, written by its own process: wandb never loads in here."""
+        from .tracking import any_trial_runs
+        from .wandb_summary import spawn_summary
+
+        if self.spec.tracking.wandb == "off" or not any_trial_runs(self.rundir.path):
+            return  # trials that never call wandb.init() get no summary process either
+        try:
+            proc = spawn_summary(self.rundir.path)
+            if os.environ.get("SLURM_JOB_ID"):  # Slurm ends a job's processes with the job
+                proc.wait(timeout=300)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            self.echo(f"W&B summary run not written: {exc}")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +18,9 @@ from slurm_autoresearch.launcher import launch
 from slurm_autoresearch.ledger import Ledger
 from slurm_autoresearch.spec import TrackingSection
 from slurm_autoresearch.task import load_task
-from slurm_autoresearch.tracking import offline_runs, summary_dir, wandb_env, wandb_run_id
-from slurm_autoresearch.wandb_summary import sync_commands
+from slurm_autoresearch.tracking import any_trial_runs, offline_runs, summary_dir, wandb_env, wandb_run_id
+from slurm_autoresearch.trial import Decision
+from slurm_autoresearch.wandb_summary import spawn_summary, sync_commands
 
 from .conftest import TRAIN, commit_all, write_task
 
@@ -76,7 +79,8 @@ def test_trial_env_takes_title_fidelity_and_mode_from_the_job(tmp_path: Path) ->
     env = trial_env(spec, {"WANDB_MODE": "online", "PATH": "/bin"})
     assert (env["WANDB_NAME"], env["WANDB_NOTES"], env["WANDB_JOB_TYPE"]) == ("T0003", "x to 2", "screen")
     assert env["WANDB_MODE"] == "disabled"  # the task decides, not the controller's environment
-    old = JobSpec.from_dict({k: v for k, v in spec.to_dict().items() if k not in ("title", "fidelity", "wandb")})
+    new_keys = ("title", "fidelity", "wandb")
+    old = JobSpec.from_dict({k: v for k, v in spec.to_dict().items() if k not in new_keys})
     assert trial_env(old, {})["WANDB_MODE"] == "offline"  # a job.json from before these fields
 
 
@@ -130,15 +134,9 @@ def run_record(offline_dir: Path) -> Any:
     return runs[0]
 
 
-WANDB_TRAIN = TRAIN + (
-    "import wandb\n"
-    "run = wandb.init(config=cfg)\n"
-    'run.log({"loss": 0.5})\n'
-    "run.finish()\n"
-)
+WANDB_TRAIN = TRAIN + ('import wandb\nrun = wandb.init(config=cfg)\nrun.log({"loss": 0.5})\nrun.finish()\n')
 
 
-@pytest.mark.timeout(300) if hasattr(pytest.mark, "timeout") else (lambda f: f)
 def test_offline_trial_runs_and_the_summary_run(toy_repo: Path) -> None:
     pytest.importorskip("wandb")
     (toy_repo / "train.py").write_text(WANDB_TRAIN)
@@ -167,7 +165,16 @@ def test_offline_trial_runs_and_the_summary_run(toy_repo: Path) -> None:
         assert record.notes == t.title
         assert record.project == "toy"
     assert trials[1].title == "x to 2"
+    assert any_trial_runs(rundir.path)
+    assert not any_trial_runs(rundir.path / "nowhere")
 
+    # The controller started the summary writer as the run ended; wait for it, then write it
+    # again by hand: the second time replaces the first.
+    log = rundir.path / "wandb-summary.log"
+    deadline = time.time() + 180
+    while "W&B summary run:" not in (log.read_text() if log.exists() else ""):
+        assert time.time() < deadline, "the controller's summary writer did not finish"
+        time.sleep(0.5)
     done = subprocess.run(
         [sys.executable, "-m", "slurm_autoresearch.wandb_summary", str(rundir.path)],
         capture_output=True,
@@ -180,23 +187,44 @@ def test_offline_trial_runs_and_the_summary_run(toy_repo: Path) -> None:
     assert (record.display_name, record.run_group, record.job_type) == ("summary", rundir.run_id, "summary")
     tables = list((summary / "files" / "media" / "table").glob("trials_*.table.json"))
     assert len(tables) == 1
-    import json
-
     table = json.loads(tables[0].read_text())
     assert [row[0] for row in table["data"]] == [t.id for t in trials]
     assert table["columns"][:3] == ["id", "kind", "of"]
+    (log,) = summary.glob("run-*.wandb")
+    history = [r.history for r in read_records(log) if r.WhichOneof("record_type") == "history"]
+    steps = [int(h.step.num) for h in history]
+    # wandb-core writes keys as nested_key paths (["metric"]), older writers as key.
+    logged = [{i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in h.item} for h in history]
+    measured = [t for t in trials if t.metric is not None]
+    assert steps == [t.seq for t in measured]
+    assert [row["metric"] for row in logged] == [t.metric for t in measured]
+    best, expected = None, []
+    for t in measured:  # progress.png's step line: the best kept value so far (score: max)
+        if t.decision is Decision.KEEP and (best is None or t.metric > best):
+            best = t.metric
+        expected.append(best)
+    assert [row.get("best") for row in logged] == expected and expected[0] is not None
 
-    # Again: the same run id replaces the previous files rather than adding a second run.
-    again = subprocess.run(
-        [sys.executable, "-m", "slurm_autoresearch.wandb_summary", str(rundir.path)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert again.returncode == 0, again.stderr
-    assert len(offline_runs(summary_dir(rundir.path))) == 1
+    # Again, as the controller starts it at run end: the same run id replaces the previous files
+    # rather than adding a second run beside them.
+    assert spawn_summary(rundir.path).wait(timeout=180) == 0
+    assert "W&B summary run:" in (rundir.path / "wandb-summary.log").read_text()
+    (again,) = offline_runs(summary_dir(rundir.path))
+    assert list(again.glob("files/media/table/trials_*.table.json"))
+    # The table's staged artifact files wait for `ara sync` in the run, not under ~/.local/share.
+    assert [f for f in (summary_dir(rundir.path) / "data").rglob("*") if f.is_file()]
 
     commands = sync_commands(rundir.path)
     assert len(commands) == 4  # three trials, then the summary
     assert all(c[1:4] == ["-m", "wandb", "sync"] for c in commands)
     assert commands[-1][-1] == str(offline_runs(summary_dir(rundir.path))[0])
+    # `ara sync --dry-run`: one wandb sync per trial with runs, then the summary, nothing uploaded
+    sync = subprocess.run(
+        [sys.executable, "-m", "slurm_autoresearch.cli", "sync", str(rundir.path), "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert sync.returncode == 0, sync.stdout + sync.stderr
+    oks = [line for line in sync.stdout.splitlines() if line.startswith("ok")]
+    assert len(oks) == len([t for t in trials if offline_runs(rundir.trial_dir(t.id))]) + 1

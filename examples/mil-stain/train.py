@@ -132,8 +132,22 @@ def drop_instances(mask: torch.Tensor, p: float, gen: torch.Generator) -> torch.
     return keep
 
 
+def start_tracking(cfg: dict[str, Any]) -> Any:
+    """A W&B run when wandb is installed and not disabled; ara's environment names, groups and
+    places it (offline, in the trial directory, unless the task says otherwise)."""
+    # Unset outside ara: a run by hand neither asks for a login nor writes ./wandb here.
+    if os.environ.get("WANDB_MODE", "disabled") == "disabled":
+        return None
+    try:
+        import wandb
+    except ImportError:
+        return None
+    return wandb.init(config=cfg)
+
+
 def main() -> int:
     cfg = load_config()
+    run = start_tracking(cfg)
     steps = int(cfg["steps"])
     seed = int(cfg["seed"])
     torch.set_num_threads(1)  # two trials share two cores
@@ -163,7 +177,7 @@ def main() -> int:
     order = rng.permutation(n_train)
     pos = 0
     log_every = max(1, steps // 10)
-    loss_sum, loss_n = 0.0, 0
+    loss_sum, loss_n, last_loss = 0.0, 0, math.nan
     t0 = time.time()
     model.train()
     for step in range(1, steps + 1):
@@ -180,6 +194,8 @@ def main() -> int:
         loss_value = loss.item()
         if not math.isfinite(loss_value):
             print(f"FAIL: loss is nan at step {step}", flush=True)
+            if run is not None:
+                run.finish(exit_code=1)
             return 1
         opt.zero_grad()
         loss.backward()
@@ -187,7 +203,10 @@ def main() -> int:
         loss_sum, loss_n = loss_sum + loss_value, loss_n + 1
         if step % log_every == 0 or step == steps:
             # Mean over the interval: single small-batch losses are too noisy to read.
-            print(f"step {step}/{steps} loss {loss_sum / loss_n:.4f}", flush=True)
+            last_loss = loss_sum / loss_n
+            print(f"step {step}/{steps} loss {last_loss:.4f}", flush=True)
+            if run is not None:
+                run.log({"loss": last_loss}, step=step)
             loss_sum, loss_n = 0.0, 0
 
     model.eval()
@@ -197,7 +216,12 @@ def main() -> int:
     preds = logits.argmax(dim=1).tolist()
     with open("predictions.json", "w") as f:
         json.dump({"val": preds}, f)
-    print(f"trained {steps} steps in {time.time() - t0:.1f}s; wrote predictions.json", flush=True)
+    elapsed = time.time() - t0
+    print(f"trained {steps} steps in {elapsed:.1f}s; wrote predictions.json", flush=True)
+    if run is not None:
+        # Train-side numbers only: the metric comes from the frozen evaluation, never from here.
+        run.summary.update({"final_loss": last_loss, "train_seconds": elapsed, "steps": steps})
+        run.finish()
     return 0
 
 
