@@ -97,8 +97,8 @@ def render(doc: dict[str, Any]) -> RenderableType:
     ):
         bars.add_row(*row)
     slots = Table(title="running", title_justify="left", show_edge=False, header_style="bold", expand=True)
-    for col in ("trial", "job", "elapsed", "progress", "hypothesis"):
-        slots.add_column(col, no_wrap=True, overflow="ellipsis")
+    for col, width in (("trial", 6), ("job", 8), ("elapsed", 7), ("progress", 20), ("hypothesis", None)):
+        slots.add_column(col, no_wrap=True, overflow="ellipsis", min_width=width)
     live = [t for t in doc["trials"] if t["state"] == "running"]
     for t in live:
         began = t.get("job_started_at") or t.get("started_at")
@@ -115,8 +115,8 @@ def render(doc: dict[str, Any]) -> RenderableType:
     recent = Table(
         title="last decisions", title_justify="left", show_edge=False, header_style="bold", expand=True
     )
-    for col in ("trial", "decision", metric["name"], "reason"):
-        recent.add_column(col, no_wrap=True, overflow="ellipsis")
+    for col, width in (("trial", 6), ("decision", 8), (metric["name"], 10), ("reason", None)):
+        recent.add_column(col, no_wrap=True, overflow="ellipsis", min_width=width)
     for t in sorted(decided[:6], key=lambda t: t["id"], reverse=True):
         value = "" if t["metric"] is None else f"{t['metric']:.6g}"
         recent.add_row(
