@@ -455,7 +455,8 @@ def sync(run: str | None, entity: str | None, project: str | None, dry_run: bool
 @click.argument("run", required=False)
 @root_option
 def report(run: str | None, root: Path | None) -> None:
-    """Write report.md and progress.png for RUN (default: the latest run) and print their paths."""
+    """Write report.md, progress.png and report.html for RUN (default: the latest run); print their paths."""
+    from .html_report import write_html_report
     from .ledger import Ledger
     from .report import write_run_report
     from .rundir import find_run
@@ -464,11 +465,14 @@ def report(run: str | None, root: Path | None) -> None:
     rundir = find_run(run, root)
     ledger = Ledger.open(rundir.ledger, readonly=True)
     try:
-        path = write_run_report(rundir, read_spec(rundir.task_copy), ledger)
+        spec = read_spec(rundir.task_copy)
+        path = write_run_report(rundir, spec, ledger)
+        html = write_html_report(rundir, spec, ledger)
     finally:
         ledger.close()
     click.echo(path)
     click.echo(rundir.progress)
+    click.echo(html)
 
 
 @main.command()

@@ -14,6 +14,7 @@ from .errors import BaselineError, EditError
 from .executors import Executor, JobSpec
 from .executors.base import JOB_FILE
 from .executors.runner import LOG_FILE
+from .html_report import write_html_report
 from .hypothesis import Edit
 from .ledger import Ledger
 from .llm import LLM
@@ -30,6 +31,7 @@ from .task import Task
 from .trial import Decision, Trial, TrialKind, TrialState
 from .workspace import Materialized, Workspace
 
+HTML_EVERY_S = 30.0  # report.html is rewritten after a decision at most this often
 Echo = Callable[[str], None]
 
 
@@ -88,6 +90,7 @@ class Controller:
         self.monitor = monitor or Monitor(clock=clock)
         self._llm_spent = False  # an LLM budget ran out: rules only from here on
         self.early_stop: dict[str, str] = {}  # trial -> why the monitor cancelled it
+        self._html_at = float("-inf")
         self.referee = Referee(self)
         self.planning = Planning(self)
 
@@ -444,6 +447,10 @@ class Controller:
     def record(self, trial: Trial, outcome: Outcome | None) -> None:
         report.write_trial_report(self.rundir, self.spec, trial, outcome)
         self.ledger.write_results(self.rundir.results, self.spec.metric.name)
+        # report.html after decisions, at most every HTML_EVERY_S: it re-reads every trial.
+        if self.clock() - self._html_at >= HTML_EVERY_S:
+            self._html_at = self.clock()
+            write_html_report(self.rundir, self.spec, self.ledger)
 
     def _finish(self, state: str, reason: str) -> None:
         now = self.clock()
@@ -452,6 +459,7 @@ class Controller:
             self.ledger.event(now, "run-" + state, reason)
             self.ledger.write_results(self.rundir.results, self.spec.metric.name)
             report.write_run_report(self.rundir, self.spec, self.ledger)
+            write_html_report(self.rundir, self.spec, self.ledger)
             best = self.incumbent
             summary = (
                 f"best {self.spec.metric.name} {best.metric:.6g} by {best.id} ({best.title})"

@@ -13,6 +13,9 @@ from typing import Any
 
 from .errors import RunLockedError, UsageError
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once: os.umask can only be read by setting it
+
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temp file and rename, so readers on NFS never see half a file."""
@@ -21,6 +24,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600: colleagues on the cluster read runs too
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
