@@ -292,20 +292,13 @@ def watch(run: str | None, interval: float, once: bool, root: Path | None) -> No
 @root_option
 def show(run: str, trial: str, root: Path | None) -> None:
     """One trial of RUN: hypothesis, decision, diff, job, outcome and log tail."""
-    from .ledger import Ledger
     from .outcome import JobState, Outcome
     from .report import trial_report
     from .rundir import find_run
     from .task import read_spec
 
     rundir = find_run(run, root)
-    ledger = Ledger.open(rundir.ledger, readonly=True)
-    try:
-        record = ledger.trial(trial)
-    finally:
-        ledger.close()
-    if record is None:
-        raise UsageError(f"run {rundir.run_id} has no trial {trial!r} (see `ara status {rundir.run_id}`)")
+    record = _trial_of(rundir, trial)
     outcome_path = rundir.trial_dir(record.id) / "outcome.json"
     outcome = (
         Outcome.read(outcome_path, missing_state=JobState.LOST, missing_reason="")

@@ -181,3 +181,20 @@ def overview(trials: list[Trial], rule: Rule, incumbent: Trial | None) -> dict[s
         "incumbent_mean": statistics.fmean(runs) if runs else None,
         "margin_one_run": margin,
     }
+
+
+def describe(o: dict[str, Any]) -> str:
+    """An overview in one line of words, for the terminal and both reports."""
+    how = (
+        f"noise rule, one-sided test at level {o['level']:g}, confirm {o['confirm']}"
+        if o["rule"] == "noise"
+        else f"min_delta {o['min_delta']:g}"
+    )
+    spread = (
+        f"run-to-run sd {o['sigma']:.4g} (dof {o['dof']}, {o['groups']} repeated commits)"
+        if o["sigma"] is not None
+        else "spread unmeasured"
+    )
+    margin = o["margin_one_run"]
+    need = f"; one new run must beat the best by {margin:.4g}" if margin is not None else ""
+    return f"{how}; {spread} at {o['steps']} steps from {o['repeats']} baseline seed(s){need}"

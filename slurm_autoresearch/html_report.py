@@ -199,7 +199,7 @@ def _header(
             )
         facts.append(("result", line))
     if rule is not None:
-        facts.append(("decisions", _rule_text(evidence.overview(trials, rule, incumbent))))
+        facts.append(("decisions", evidence.describe(evidence.overview(trials, rule, incumbent))))
         if rule.screen_steps:
             saved = fidelity.savings(trials, rule.full_steps, rule.screen_steps)
             facts.append(
@@ -219,20 +219,6 @@ def _header(
         + f" &middot; page written {escape(_when(now))}</p>",
         f'<dl class="facts">{rows}</dl>',
     ]
-
-
-def _rule_text(o: dict[str, Any]) -> str:
-    how = (
-        f"noise rule, one-sided test at level {o['level']:g}, confirm {o['confirm']}"
-        if o["rule"] == "noise"
-        else f"min_delta {o['min_delta']:g}"
-    )
-    spread = (
-        f"run-to-run sd {o['sigma']:.4g} (dof {o['dof']})" if o["sigma"] is not None else "spread unmeasured"
-    )
-    margin = o["margin_one_run"]
-    need = f"; one new run must beat the best by {margin:.4g}" if margin is not None else ""
-    return f"{how}; {spread} at {o['steps']} steps from {o['repeats']} baseline seed(s){need}"
 
 
 def _budget(meta: dict[str, Any], ledger: Ledger, trials: list[Trial], now: float) -> list[str]:

@@ -122,7 +122,7 @@ def write_run_report(rundir: RunDir, spec: TaskSpec, ledger: Ledger) -> Path:
         f"- started {_when(meta.get('created_at'))}, wall time {wall / 60:.1f} min, "
         f"{meta.get('executor')} executor x{meta.get('parallel')}, {meta.get('planner')} planner",
         f"- metric: {metric} ({goal}), min_delta {spec.metric.min_delta:g}",
-        "- decisions: " + _rules(trials, spec, best),
+        "- decisions: " + evidence.describe(evidence.overview(trials, evidence.Rule.of(spec), best)),
     ]
     if spec.screening:
         saved = fidelity.savings(trials, spec.full_steps, spec.fidelity.screen_steps)
@@ -166,24 +166,6 @@ def write_run_report(rundir: RunDir, spec: TaskSpec, ledger: Ledger) -> Path:
         lines += ["", "## Learnings", "", *learnings]
     atomic_write_text(rundir.report, "\n".join(lines) + "\n")
     return rundir.report
-
-
-def _rules(trials: list[Trial], spec: TaskSpec, best: Trial | None) -> str:
-    o = evidence.overview(trials, evidence.Rule.of(spec), best)
-    how = (
-        f"noise rule, one-sided level {o['level']:g}, confirm {o['confirm']}"
-        if o["rule"] == "noise"
-        else f"min_delta {o['min_delta']:g}"
-    )
-    spread = (
-        f"run-to-run sd {o['sigma']:.4g} (dof {o['dof']})" if o["sigma"] is not None else "spread unmeasured"
-    )
-    margin = (
-        f"; a single new run must beat the best by {o['margin_one_run']:.4g}"
-        if o["margin_one_run"] is not None
-        else ""
-    )
-    return f"{how}; {spread} at {o['steps']} steps from {o['repeats']} baseline seed(s){margin}"
 
 
 def progress_plot(trials: list[Trial], metric: str, goal: str, path: Path) -> None:

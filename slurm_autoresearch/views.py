@@ -9,6 +9,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .evidence import describe
+
 _STYLE = {"keep": "bold green", "discard": "dim", "crash": "red", "rejected": "yellow"}
 
 
@@ -52,7 +54,7 @@ def print_status(doc: dict[str, Any], console: Console | None = None) -> None:
     console.print(line)
     rule = doc.get("decisions")
     if rule:
-        console.print(_rule_line(rule))
+        console.print("decisions: " + describe(rule))
     fid = doc.get("fidelity")
     if fid:
         console.print(
@@ -86,21 +88,6 @@ def print_status(doc: dict[str, Any], console: Console | None = None) -> None:
     hidden = doc.get("trials_total", len(doc["trials"])) - len(doc["trials"])
     if hidden > 0:
         console.print(f"({hidden} earlier trials not shown: `ara status --json`, `ara export` or report.md)")
-
-
-def _rule_line(rule: dict[str, Any]) -> str:
-    spread = (
-        f"run-to-run sd {rule['sigma']:.4g} (dof {rule['dof']}, {rule['groups']} repeated commits)"
-        if rule.get("sigma") is not None
-        else "spread not measured yet"
-    )
-    if rule["rule"] == "noise":
-        how = f"keep on a one-sided test at level {rule['level']:g}, confirm {rule['confirm']}"
-    else:
-        how = f"keep above min_delta {rule['min_delta']:g}"
-    margin = rule.get("margin_one_run")
-    need = f"; one new run must beat the incumbent by {margin:.4g}" if margin is not None else ""
-    return f"decisions: {how}; {spread}{need}"
 
 
 def print_runs(lines: list[dict[str, Any]], console: Console | None = None) -> None:

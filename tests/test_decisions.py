@@ -184,7 +184,7 @@ def test_a_small_real_effect_is_confirmed_and_kept(tmp_path: Path) -> None:
     assert doc["decisions"]["rule"] == "noise" and doc["decisions"]["sigma"] > 0
     assert doc["decisions"]["margin_one_run"] > 0 and doc["incumbent"]["trial"] == real.id
     report = rundir.report.read_text()
-    assert "noise rule, one-sided level 0.01" in report and "run-to-run sd" in report
+    assert "noise rule, one-sided test at level 0.01" in report and "run-to-run sd" in report
 
 
 def _ideas(*ideas: tuple[str, str]) -> str:
