@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+import struct
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 WandbMode = Literal["offline", "online", "off"]
 OFFLINE_GLOB = "wandb/offline-run-*"
@@ -88,3 +89,49 @@ def any_trial_runs(run_dir: Path) -> bool:
 def summary_dir(run_dir: Path) -> Path:
     """Where the run's W&B summary run keeps its files (its WANDB_DIR)."""
     return run_dir / SUMMARY_DIR
+
+
+def read_records(path: Path) -> list[Any]:
+    """The protobuf records of a `.wandb` transaction log.
+
+    In wandb 0.31 an offline run writes no config.yaml, wandb-metadata.json or summary file: the
+    log is the run, and what `wandb sync` uploads. Its format is stable across versions (old
+    offline runs still sync): a 7-byte header (":W&B", magic 0xBEE1, version 0), then LevelDB log
+    blocks of 32 KiB whose chunks carry a 7-byte header (crc32, length, type: full, first, middle,
+    last). Reading the run record from it checks what W&B will show, not what our env asked for.
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    if data[:4] != b":W&B":
+        raise ValueError(f"{path} is not a W&B transaction log")
+    records, pos, pending = [], 7, b""
+    block = 32 * 1024
+    while pos + 7 <= len(data):
+        room = block - pos % block
+        if room < 7:  # a block's tail too short for a header is padding
+            pos += room
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if length == 0 and kind == 0:  # zero fill (a block not yet written)
+            pos += room
+            continue
+        pending += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # full or last
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    return records
+
+
+def run_record(offline_dir: Path) -> Any:
+    """The run record (id, name, group, job type, notes, project) of an offline run directory."""
+    logs = list(offline_dir.glob("run-*.wandb"))
+    if len(logs) != 1:
+        raise ValueError(f"{offline_dir}: expected one run-*.wandb log, found {len(logs)}")
+    runs = [r.run for r in read_records(logs[0]) if r.WhichOneof("record_type") == "run"]
+    if not runs:
+        raise ValueError(f"no run record in {logs[0]}")
+    return runs[0]

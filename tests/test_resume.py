@@ -64,9 +64,10 @@ def test_sigkill_at_random_moments_loses_and_repeats_nothing(toy_repo: Path) -> 
     starts = {
         t.id: (rundir / "trials" / t.id / "train.log").read_text().count(f"[ara] trial {t.id} in")
         for t in trials
+        if t.job_id  # a combination git could not merge is rejected before any job
     }
     assert set(starts.values()) == {1}, starts
-    assert all((rundir / "trials" / t.id / "runner.pid").exists() for t in trials)
+    assert all((rundir / "trials" / t.id / "runner.pid").exists() for t in trials if t.job_id)
     kept = sorted((t for t in trials if t.decision is Decision.KEEP), key=lambda t: t.decided_at or 0)
     assert git(toy_repo, "rev-parse", f"ara/{run_id}/best").strip() == kept[-1].commit
     assert not [p for p in (rundir / "worktrees").glob("T*")]  # cleaned up

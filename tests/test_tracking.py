@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import struct
 import subprocess
 import sys
 import time
@@ -18,7 +17,15 @@ from slurm_autoresearch.launcher import launch
 from slurm_autoresearch.ledger import Ledger
 from slurm_autoresearch.spec import TrackingSection
 from slurm_autoresearch.task import load_task
-from slurm_autoresearch.tracking import any_trial_runs, offline_runs, summary_dir, wandb_env, wandb_run_id
+from slurm_autoresearch.tracking import (
+    any_trial_runs,
+    offline_runs,
+    read_records,
+    run_record,
+    summary_dir,
+    wandb_env,
+    wandb_run_id,
+)
 from slurm_autoresearch.trial import Decision
 from slurm_autoresearch.wandb_summary import spawn_summary, sync_commands
 
@@ -91,47 +98,6 @@ def test_tracking_section_defaults() -> None:
 
 
 # -- real offline runs -----------------------------------------------------------------------
-
-
-def read_records(path: Path) -> list[Any]:
-    """The protobuf records of a `.wandb` transaction log.
-
-    In wandb 0.31 an offline run writes no config.yaml, wandb-metadata.json or summary file: the
-    log is the run, and what `wandb sync` uploads. Its format is stable across versions (old
-    offline runs still sync): a 7-byte header (":W&B", magic 0xBEE1, version 0), then LevelDB log
-    blocks of 32 KiB whose chunks carry a 7-byte header (crc32, length, type: full, first, middle,
-    last). Reading the run record from it checks what W&B will show, not what our env asked for.
-    """
-    from wandb.proto import wandb_internal_pb2
-
-    data = path.read_bytes()
-    assert data[:4] == b":W&B"
-    records, pos, pending = [], 7, b""
-    block = 32 * 1024
-    while pos + 7 <= len(data):
-        room = block - pos % block
-        if room < 7:  # a block's tail too short for a header is padding
-            pos += room
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        if length == 0 and kind == 0:  # zero fill (a block not yet written)
-            pos += room
-            continue
-        pending += data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind in (1, 4):  # full or last
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            records.append(record)
-            pending = b""
-    return records
-
-
-def run_record(offline_dir: Path) -> Any:
-    (log,) = offline_dir.glob("run-*.wandb")
-    runs = [r.run for r in read_records(log) if r.WhichOneof("record_type") == "run"]
-    assert runs, f"no run record in {log}"
-    return runs[0]
 
 
 WANDB_TRAIN = TRAIN + ('import wandb\nrun = wandb.init(config=cfg)\nrun.log({"loss": 0.5})\nrun.finish()\n')
