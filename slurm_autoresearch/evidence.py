@@ -113,6 +113,17 @@ def improvement(metric: float, incumbent: float, goal: str) -> float:
     return metric - incumbent if goal == "max" else incumbent - metric
 
 
+def running_best(trials: Iterable[Trial], goal: str) -> list[tuple[int, float]]:
+    """(seq, value) wherever the best kept metric so far improved: every chart's step line."""
+    points: list[tuple[int, float]] = []
+    for t in sorted(trials, key=lambda t: t.seq):
+        if t.decision is not Decision.KEEP or t.metric is None or not math.isfinite(t.metric):
+            continue
+        if not points or improvement(t.metric, points[-1][1], goal) > 0:
+            points.append((t.seq, t.metric))
+    return points
+
+
 def compare(candidate: list[float], incumbent: list[float], noise_: Noise, spec: TaskSpec) -> Comparison:
     goal = spec.metric.goal
     delta = improvement(statistics.fmean(candidate), statistics.fmean(incumbent), goal)

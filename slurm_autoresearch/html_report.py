@@ -6,13 +6,12 @@ import base64
 import hashlib
 import math
 import time
-from collections.abc import Iterable
 from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import budget, evidence, fidelity
-from .evidence import Rule, improvement
+from .evidence import Rule, running_best
 from .rundir import RunDir, atomic_write_text
 from .trial import Decision, Trial, trial_id
 
@@ -135,18 +134,6 @@ def render_html(rundir: RunDir, spec: TaskSpec | None, ledger: Ledger, now: floa
 
 def _script_hash(script: str) -> str:
     return "sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
-
-
-def running_best(trials: Iterable[Trial], goal: str) -> list[tuple[int, float]]:
-    """(seq, value) where the best kept metric so far improved: the chart's step line."""
-    points: list[tuple[int, float]] = []
-    for t in sorted(trials, key=lambda t: t.seq):
-        if t.decision is not Decision.KEEP or not _finite(t.metric):
-            continue
-        assert t.metric is not None
-        if not points or improvement(t.metric, points[-1][1], goal) > 0:
-            points.append((t.seq, t.metric))
-    return points
 
 
 def _finite(value: float | None) -> bool:

@@ -68,6 +68,17 @@ def make_models(task: Task, llm: LLM | None) -> tuple[Planner, Summarizer, LLM |
     return planner, summarizer, llm
 
 
+def _workspace(task: Task, rundir: RunDir) -> Workspace:
+    return Workspace(
+        task.repo,
+        task.workdir,
+        rundir.run_id,
+        rundir.worktrees,
+        task.surface,
+        task.spec.surface.max_file_kb * 1024,
+    )
+
+
 def create_run(task: Task, now: float) -> RunDir:
     """The run directory, its ledger and best branch for a validated task; nothing runs yet."""
     rundir = RunDir.create(task.run_root, new_run_id(task.name, now))
@@ -75,14 +86,7 @@ def create_run(task: Task, now: float) -> RunDir:
     header = f"# ara: the task as submitted from {task.path}\n"
     atomic_write_text(rundir.task_copy, header + tomli_w.dumps(task.data))
     spec = task.spec
-    ws = Workspace(
-        task.repo,
-        task.workdir,
-        rundir.run_id,
-        rundir.worktrees,
-        task.surface,
-        spec.surface.max_file_kb * 1024,
-    )
+    ws = _workspace(task, rundir)
     try:
         base = ws.head()
         frozen = ws.frozen_hashes(base)
@@ -170,14 +174,7 @@ def open_run(
     ledger = Ledger.open(rundir.ledger)
     meta = ledger.meta()
     spec = task.spec
-    ws = Workspace(
-        task.repo,
-        task.workdir,
-        rundir.run_id,
-        rundir.worktrees,
-        task.surface,
-        spec.surface.max_file_kb * 1024,
-    )
+    ws = _workspace(task, rundir)
     executor = executor or make_executor(task, rundir)
     default_planner, default_summarizer, llm = make_models(task, llm)
     planner = planner or default_planner

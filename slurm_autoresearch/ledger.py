@@ -319,6 +319,16 @@ class Ledger:
             "states": {str(s): states.get(str(s), 0) for s in TrialState},
         }
 
+    def awaits_evidence(self, tid: str) -> bool:
+        """Whether re-runs of this trial (repeats, reruns) are still undecided: one SQL query,
+        where the referee would otherwise parse every trial for each waiting one."""
+        row = self.conn.execute(
+            "SELECT 1 FROM trials WHERE of_trial = ? AND kind IN ('repeat', 'rerun') "
+            "AND state != 'done' LIMIT 1",
+            (tid,),
+        ).fetchone()
+        return row is not None
+
     def incumbent(self) -> Trial | None:
         """The last trial kept."""
         row = self.conn.execute(

@@ -135,10 +135,7 @@ class Referee:
                     self.judge(trial)
 
     def _pending(self, trial: Trial) -> bool:
-        return any(
-            t.of == trial.id and t.kind.is_evidence() and t.state is not TrialState.DONE
-            for t in self.ctl.ledger.trials()
-        )
+        return self.ctl.ledger.awaits_evidence(trial.id)
 
     def _baseline_verdict(self, trial: Trial) -> Verdict:
         trials = self.ctl.ledger.trials()

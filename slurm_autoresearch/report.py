@@ -205,13 +205,8 @@ def progress_plot(trials: list[Trial], metric: str, goal: str, path: Path) -> No
             fontsize=7,
             color="#1e8e3e",
         )
-    steps_x: list[int] = []
-    steps_y: list[float] = []
-    for t in sorted(kept, key=lambda t: t.seq):
-        m = t.metric or 0.0
-        if not steps_y or (m > steps_y[-1] if goal == "max" else m < steps_y[-1]):
-            steps_x.append(t.seq)
-            steps_y.append(m)
+    best = evidence.running_best(kept, goal)
+    steps_x, steps_y = [seq for seq, _ in best], [value for _, value in best]
     if steps_x:
         last_seq = max(t.seq for t in trials)
         ax.step(

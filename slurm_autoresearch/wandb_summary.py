@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .evidence import running_best
 from .ledger import Ledger
 from .rundir import RunDir
 from .tracking import offline_runs, summary_dir, wandb_run_id
@@ -83,14 +84,12 @@ def trail(trials: list[Trial], goal: str) -> list[tuple[int, dict[str, float]]]:
     """(seq, values) per measured trial: its metric and the running best of kept trials, the
     step line of progress.png, so W&B shows the report's trail."""
     out: list[tuple[int, dict[str, float]]] = []
+    improved = dict(running_best(trials, goal))
     best: float | None = None
     for t in trials:
         if t.metric is None:
             continue
-        if t.decision is Decision.KEEP and (
-            best is None or (t.metric > best if goal == "max" else t.metric < best)
-        ):
-            best = t.metric
+        best = improved.get(t.seq, best)
         values = {"metric": t.metric, "kept": float(t.decision is Decision.KEEP)}
         if best is not None:
             values["best"] = best

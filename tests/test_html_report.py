@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from slurm_autoresearch.html_report import progress_svg, render_html, running_best, write_html_report
+from slurm_autoresearch.evidence import running_best
+from slurm_autoresearch.html_report import progress_svg, render_html, write_html_report
 from slurm_autoresearch.hypothesis import Hypothesis
 from slurm_autoresearch.launcher import launch
 from slurm_autoresearch.ledger import Ledger

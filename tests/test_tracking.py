@@ -104,7 +104,6 @@ WANDB_TRAIN = TRAIN + ('import wandb\nrun = wandb.init(config=cfg)\nrun.log({"lo
 
 
 def test_offline_trial_runs_and_the_summary_run(toy_repo: Path) -> None:
-    pytest.importorskip("wandb")
     (toy_repo / "train.py").write_text(WANDB_TRAIN)
     commit_all(toy_repo, "log to wandb")
     path = write_task(toy_repo, '[[ideas]]\ntitle = "x to 2"\nconfig = { x = 2.0 }\n', trials=3)
