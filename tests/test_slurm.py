@@ -325,7 +325,8 @@ def _wait_state(ex: SlurmExecutor, trial: str, state: str, timeout: float = 60) 
 
 def test_a_requeued_job_runs_again_and_completes(tmp_path: Path) -> None:
     ex = _executor(tmp_path)
-    spec = _spec(tmp_path, "T0001", "sleep 3; echo 2 > out.txt")
+    # longer than a few sacct polls (5 s), so the job is seen running before it could end
+    spec = _spec(tmp_path, "T0001", "sleep 12; echo 2 > out.txt")
     job = ex.submit([spec])["T0001"]
     _wait_state(ex, "T0001", "running")
     log = Path(spec.trial_dir) / "train.log"
