@@ -8,8 +8,12 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from . import budget, report
+from .curve import Curves
+from .curve import load as load_curve
+from .curve import save as save_curve
 from .errors import BaselineError, EditError
 from .executors import Executor, JobSpec
 from .executors.base import JOB_FILE
@@ -89,8 +93,24 @@ class Controller:
         self.playbook = playbook or Playbook.start(rundir.playbook, None, False)
         self.monitor = monitor or Monitor(clock=clock)
         self._llm_spent = False  # an LLM budget ran out: rules only from here on
-        self.early_stop: dict[str, str] = {}  # trial -> why the monitor cancelled it
+        self.early_stop: dict[str, str] = {}  # trial -> why the monitor or its curve cancelled it
+        self.trailing: set[str] = set()  # cancelled because its curve trailed the incumbent's
+        stop = task.spec.early_stop
+        self.curves = (
+            Curves(
+                stop.metric,
+                task.spec.early_stop_goal,
+                after=stop.after,
+                behind=stop.behind,
+                sd=stop.sd,
+                patience=stop.patience,
+                diverge=stop.diverge,
+            )
+            if stop.metric
+            else None
+        )
         self._html_at, self._html_cost = float("-inf"), 0.0
+        self._refs: tuple[tuple[str, ...], list[list[tuple[int, float]]]] = ((), [])
         self.referee = Referee(self)
         self.planning = Planning(self)
 
@@ -188,8 +208,7 @@ class Controller:
             self._tick()
             if not self.stopping and budgets:
                 self.check_budget()
-            if self.may_plan():
-                self.planning.fill()
+            self.planning.fill()
             if self.executor.live() == 0 and not self.may_plan():
                 self.referee.settle()  # a last partial round, confirmations that will not come
                 if self.executor.live() == 0:
@@ -197,7 +216,19 @@ class Controller:
             if self.executor.live() == 0 and self.planning.paused():
                 self.sleep(max(0.0, min(self.planning.paused_until - self.clock(), 60.0)))
                 continue
-            self.sleep(self.spec.run.poll_seconds)
+            self._nap()
+
+    def _nap(self) -> None:
+        """Until the next poll, or sooner: when the scheduler is due another look, or when a free
+        slot waits for the planner's answer."""
+        wait = self.spec.run.poll_seconds
+        due = getattr(self.executor, "wake_in", None)
+        if due is not None:
+            wait = max(0.05, min(wait, due()))
+        if self.planning.busy() and self.executor.live() < self.executor.capacity:
+            self.planning.wake.wait(wait)  # the answer comes from the planner's thread
+        else:
+            self.sleep(wait)
 
     def _take_reruns(self) -> None:
         """`ara rerun` requests: rows first (they carry the request id), then the request goes."""
@@ -264,9 +295,14 @@ class Controller:
             if self.exhausted:
                 self.log(self.exhausted + ("; finishing what runs" if self.executor.live() else ""))
 
-    def flush_calls(self, shares: list[str] | None = None) -> None:
+    def take_calls(self, role: str | None = None) -> list:  # type: ignore[type-arg]
+        return self.llm.take_calls(role) if self.llm else []
+
+    def flush_calls(self, shares: list[str] | None = None, role: str | None = None) -> None:
         """Model calls since the last flush go to the ledger and the log, with their cost."""
-        calls = self.llm.take_calls() if self.llm else []
+        self.record_calls(self.take_calls(role), shares)
+
+    def record_calls(self, calls: list, shares: list[str] | None = None) -> None:  # type: ignore[type-arg]
         if calls:
             self.ledger.add_calls(calls, shares)
             with self.rundir.controller_log.open("a", encoding="utf-8") as fh:
@@ -276,9 +312,10 @@ class Controller:
         return self.rules if self._llm_spent else self.summarizer
 
     # -- one trial --------------------------------------------------------------------------
-    def materialize(self, trial: Trial, patch: str = "") -> JobSpec | None:
+    def materialize(self, trial: Trial, patch: str = "", fallback: Trial | None = None) -> JobSpec | None:
         """The trial's worktree and job file: its commit made from the hypothesis's edits, the merge
-        of a combination, or (re-runs, promotions) the commit it re-runs."""
+        of a combination, or (re-runs, promotions) the commit it re-runs. A hypothesis planned on an
+        earlier incumbent (`fallback`) whose edits no longer apply is built on that one instead."""
         tdir = self.rundir.trial_dir(trial.id)
         tdir.mkdir(parents=True, exist_ok=True)
         h = trial.hypothesis
@@ -294,7 +331,7 @@ class Controller:
                 made = self._combine(trial)
                 worktree, commit, patch = made.worktree, made.commit, made.patch
             else:
-                made = self.ws.materialize(trial.id, trial.parent, list(h.edits), h.commit_message(trial.id))
+                made = self._build(trial, fallback)
                 worktree, commit, patch = made.worktree, made.commit, made.patch
         except EditError as exc:
             self._reject(trial, str(exc))
@@ -327,6 +364,22 @@ class Controller:
         write_json(tdir / JOB_FILE, spec.to_dict())
         self.ledger.update(trial, self.clock(), event="materialized", commit=commit)
         return spec
+
+    def _build(self, trial: Trial, fallback: Trial | None) -> Materialized:
+        h = trial.hypothesis
+        assert trial.parent is not None
+        try:
+            return self.ws.materialize(trial.id, trial.parent, list(h.edits), h.commit_message(trial.id))
+        except EditError as exc:
+            if fallback is None or fallback.commit is None:
+                raise
+            made = self.ws.materialize(trial.id, fallback.commit, list(h.edits), h.commit_message(trial.id))
+            # Judged against the incumbent as any trial; a keep then queues its combination.
+            self.ledger.update(trial, self.clock(), parent=fallback.commit, parent_trial=fallback.id)
+            why = f"edits do not apply to the incumbent ({exc}); built on {fallback.id}, as planned"
+            self.ledger.event(self.clock(), "rebased", why, trial.id)
+            self.log(f"{trial.id} {why}")
+            return made
 
     def _combine(self, trial: Trial) -> Materialized:
         """git merge of the two commits; where lines next to each other conflict, the other's own
@@ -428,21 +481,63 @@ class Controller:
             self.referee.promote()
 
     def _watch_running(self) -> None:
-        """A bounded tail of each running log; the summarizer only when a rule fires."""
-        for trial in self.ledger.trials():
-            if trial.state is not TrialState.RUNNING or trial.id in self.early_stop:
+        """A bounded tail of each running log; the summarizer only when a rule fires; the curve."""
+        for trial in self.ledger.select("state = ?", (str(TrialState.RUNNING),)):
+            if trial.id in self.early_stop:
                 continue
-            seen = self.monitor.look(trial.id, self.rundir.trial_dir(trial.id) / LOG_FILE)
+            log = self.rundir.trial_dir(trial.id) / LOG_FILE
+            seen = self.monitor.look(trial.id, log)
+            if self.curves is not None and self._race(trial, log):
+                continue
             if seen.rule is None:
                 continue
             check = self.summarizer_now().check(trial, seen.tail, seen.rule)
-            self.flush_calls()
+            self.flush_calls(role="summarizer")
             note = f"{check.health.value}: {check.note} ({check.by})"
             self.ledger.event(self.clock(), "health", note, trial=trial.id)
             self.log(f"{trial.id} {note}" + ("; cancelling it" if check.action == "cancel" else ""))
             if check.action == "cancel":
                 self.early_stop[trial.id] = f"cancelled by the monitor: {check.health.value}: {check.note}"
                 self.executor.cancel(trial.id)
+
+    def _race(self, trial: Trial, log: Path) -> bool:
+        """Read the trial's new progress lines; cancel it when its curve diverges, or (a new idea,
+        not a re-run) when it trails the incumbent's at the same step. True when it was cancelled."""
+        assert self.curves is not None
+        new = self.curves.read(trial.id, log)
+        if not new:
+            return False
+        steps = trial.steps or self.spec.budget.steps
+        racing = trial.kind in (TrialKind.HYPOTHESIS, TrialKind.COMBINE, TrialKind.PROMOTE)
+        stop = self.curves.judge(trial.id, new, steps, self._reference(steps) if racing else [])
+        if stop is None:
+            return False
+        self.ledger.event(self.clock(), "early-stop", stop.reason, trial=trial.id)
+        self.log(f"{trial.id} {stop.reason}; cancelling it")
+        self.early_stop[trial.id] = stop.reason
+        if not stop.diverged:
+            self.trailing.add(trial.id)
+        self.executor.cancel(trial.id)
+        return True
+
+    def _reference(self, steps: int) -> list[list[tuple[int, float]]]:
+        """The incumbent's curves: every measured run of its commit at this step budget."""
+        inc = self.incumbent
+        if inc is None or inc.commit is None:
+            return []
+        runs = self.ledger.select("commit_sha = ? AND metric IS NOT NULL", (inc.commit,))
+        ids = tuple(t.id for t in runs if (t.steps or self.spec.budget.steps) == steps)
+        if self._refs[0] != ids:
+            self._refs = (ids, [c for c in (load_curve(self.rundir.trial_dir(i)) for i in ids) if c])
+        return self._refs[1]
+
+    def end_curve(self, trial: Trial) -> None:
+        """A job ended: the rest of its curve is read and kept for the trials that race it later."""
+        if self.curves is None:
+            return
+        self.curves.read(trial.id, self.rundir.trial_dir(trial.id) / LOG_FILE, limit=8 << 20)
+        save_curve(self.rundir.trial_dir(trial.id), self.curves.curve(trial.id))
+        self.curves.forget(trial.id)
 
     def record(self, trial: Trial, outcome: Outcome | None) -> None:
         report.write_trial_report(self.rundir, self.spec, trial, outcome)
@@ -458,6 +553,8 @@ class Controller:
     def _finish(self, state: str, reason: str) -> None:
         now = self.clock()
         try:
+            # An answer on its way is waited for briefly (its tokens were spent), then dropped.
+            self.planning.close(wait_s=0.0 if state == "interrupted" else 30.0)
             self.ledger.set_meta(state=state, end_reason=reason, ended_at=now)
             self.ledger.event(now, "run-" + state, reason)
             self.ledger.write_results(self.rundir.results, self.spec.metric.name)

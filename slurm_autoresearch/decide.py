@@ -24,6 +24,8 @@ def failed(outcome: Outcome) -> Verdict | None:
     """The verdict of a run without a usable metric; None when it has one."""
     if outcome.state is JobState.TAMPERED:
         return Verdict(Decision.REJECTED, f"tampered: {outcome.reason}")
+    if outcome.state is JobState.STOPPED:
+        return Verdict(Decision.DISCARD, outcome.reason)  # it lost the race: not a crash
     if outcome.state is not JobState.COMPLETED or not outcome.has_metric:
         return Verdict(Decision.CRASH, outcome.reason or f"job {outcome.state.value} without a metric")
     return None
@@ -99,6 +101,8 @@ def learning(trial: Trial, outcome: Outcome, verdict: Verdict, incumbent: Trial 
         return f"{trial.title}: crashed ({outcome.reason or outcome.state.value})"
     if verdict.decision is Decision.REJECTED:
         return f"{trial.title}: rejected ({verdict.reason})"
+    if outcome.state is JobState.STOPPED:
+        return f"{trial.title}: {verdict.reason} -> discard"
     against = f" vs {incumbent.id}" if incumbent else ""
     delta = f" ({verdict.delta:+.4g}{against})" if verdict.delta is not None else ""
     runs = (verdict.evidence or {}).get("candidate") or []

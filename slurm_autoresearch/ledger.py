@@ -270,10 +270,18 @@ class Ledger:
                 )
                 owners = [call.trial] if call.trial else list(shares or [])
                 for owner in owners:
-                    self.conn.execute(
-                        "UPDATE trials SET llm_usd = llm_usd + ?, llm_tokens = llm_tokens + ? WHERE id = ?",
-                        (call.cost_usd / len(owners), call.tokens // len(owners), owner),
-                    )
+                    self._charge(owner, call.cost_usd / len(owners), call.tokens // len(owners))
+
+    def charge(self, trial: str, usd: float, tokens: int) -> None:
+        """A trial's share of calls recorded earlier (a planner answer that became several trials)."""
+        with self._tx():
+            self._charge(trial, usd, tokens)
+
+    def _charge(self, trial: str, usd: float, tokens: int) -> None:
+        self.conn.execute(
+            "UPDATE trials SET llm_usd = llm_usd + ?, llm_tokens = llm_tokens + ? WHERE id = ?",
+            (usd, tokens, trial),
+        )
 
     def calls(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.conn.execute("SELECT * FROM llm_calls ORDER BY id")]

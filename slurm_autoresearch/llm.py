@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,9 @@ def scrub(text: str) -> str:
     for pattern in _SECRETS:
         text = pattern.sub("[redacted]", text)
     return text
+
+
+_TAKE = threading.Lock()  # the planner's thread appends while the controller's takes
 
 
 class LLMUnavailable(Exception):
@@ -128,8 +132,11 @@ class LLM:
             )
         return self.client
 
-    def take_calls(self) -> list[Call]:
-        calls, self.calls = self.calls, []
+    def take_calls(self, role: str | None = None) -> list[Call]:
+        """Calls made since the last take (of one role: the planner's come from its own thread)."""
+        with _TAKE:
+            calls = [c for c in self.calls if role is None or c.role == role]
+            self.calls = [c for c in self.calls if not (role is None or c.role == role)]
         return calls
 
     def tool_call(

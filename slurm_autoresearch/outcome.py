@@ -20,6 +20,7 @@ class JobState(StrEnum):
     PREEMPTED = "preempted"
     LOST = "lost"  # the job ended without writing outcome.json, or vanished from the scheduler
     TAMPERED = "tampered"  # the trial changed a frozen file or wrote its own metrics: void
+    STOPPED = "stopped"  # cancelled early: its curve trailed the incumbent's at the same step
 
     def is_infrastructure(self) -> bool:
         """Failures of the machinery, not of the trial's code: worth a retry."""

@@ -46,7 +46,11 @@ class Referee:
         early = ctl.early_stop.pop(trial.id, "")
         if early and outcome.state is JobState.CANCELLED:
             outcome.reason = early
+            if trial.id in ctl.trailing:
+                outcome.state = JobState.STOPPED
+        ctl.trailing.discard(trial.id)
         ctl.monitor.forget(trial.id)
+        ctl.end_curve(trial)
         ctl.ledger.update(
             trial,
             ctl.clock(),
@@ -274,7 +278,7 @@ class Referee:
         summary, learned = "", lesson
         if trial.kind.is_hypothesis() or trial.kind is TrialKind.PROMOTE:
             judgement = ctl.summarizer_now().judge(trial, outcome, verdict, previous, lesson)
-            ctl.flush_calls()
+            ctl.flush_calls(role="summarizer")
             # Guardrail: the summarizer may veto a keep, never keep what the metric did not earn;
             # and never the baseline's, which is what everything else is compared with.
             vetoed = (

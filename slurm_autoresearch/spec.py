@@ -52,6 +52,10 @@ class RunSection(_Section):
     parallel: PositiveInt = 1
     root: str = ".ara"
     poll_seconds: PositiveFloat = 2.0
+    # continuous: a freed slot starts the next trial at once; batch: every job of a round ends
+    # before the next round is planned (the synchronous loop, kept for comparison)
+    schedule: Literal["continuous", "batch"] = "continuous"
+    plan_ahead: Annotated[int, Field(ge=0)] | None = None  # hypotheses kept ready; None: one per slot
 
 
 class ResourcesSection(_Section):
@@ -242,6 +246,19 @@ class MonitorSection(_Section):
     stall_minutes: PositiveFloat = 10.0
 
 
+class EarlyStopSection(_Section):
+    """Cancel a running trial whose curve diverges or trails the incumbent's at the same step. The
+    training code prints progress lines naming the step and the metric: `step 300 val_loss 0.41`."""
+
+    metric: str = ""  # the intermediate metric's name; "" reads no curves
+    goal: Literal["max", "min"] | None = None  # the task metric's goal when it is the same name
+    after: Annotated[float, Field(ge=0.0, le=1.0)] = 0.25  # no race verdict before this share of steps
+    behind: PositiveFloat | None = None  # margin in the metric's units; None: `sd` x the runs' spread
+    sd: PositiveFloat = 3.0  # the margin in standard deviations of the incumbent's runs at a step
+    patience: PositiveInt = 3  # reports in a row behind before the trial is cancelled
+    diverge: Annotated[float, Field(ge=0.0)] = 4.0  # a "min" metric above this x its best (0: off)
+
+
 class TrackingSection(_Section):
     """W&B for each trial's `wandb.init()`: offline files in the trial directory (`ara sync`
     uploads them), straight to W&B when the nodes have internet, or disabled."""
@@ -265,6 +282,7 @@ class TaskSpec(_Section):
     fidelity: FidelitySection = FidelitySection()
     playbook: PlaybookSection = PlaybookSection()
     monitor: MonitorSection = MonitorSection()
+    early_stop: EarlyStopSection = EarlyStopSection()
     controller: ControllerSection = ControllerSection()
     tracking: TrackingSection = TrackingSection()
     search: SearchSection = SearchSection()
@@ -281,7 +299,17 @@ class TaskSpec(_Section):
                 f"[fidelity] screen_steps ({self.fidelity.screen_steps}) must be below full_steps "
                 f"({self.full_steps})"
             )
+        stop = self.early_stop
+        if stop.metric and stop.goal is None and stop.metric != self.metric.name:
+            raise ValueError(
+                f"[early_stop] metric {stop.metric!r} needs its direction: set [early_stop] goal to "
+                '"max" or "min"'
+            )
         return self
+
+    @property
+    def early_stop_goal(self) -> str:
+        return self.early_stop.goal or self.metric.goal
 
     @property
     def full_steps(self) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import tomllib
+from dataclasses import replace
 from typing import Any
 
 from ..config_file import lookup, set_value
@@ -112,7 +113,24 @@ class OfflinePlanner:
             edits=edits,
             params=params,
             source="idea",
+            # config values alone can be set again on a newer incumbent (see `refresh`)
+            extra={"config": dict(idea.config)} if idea.config and not idea.edits else {},
         )
+
+    def refresh(self, h: Hypothesis, files: dict[str, str]) -> Hypothesis | None:
+        """The same config change made against newer files (an incumbent that changed since it was
+        planned); None when it is not a config change or cannot be made there."""
+        values = h.extra.get("config")
+        parsed = self._config(files)
+        if not values or parsed is None:
+            return None
+        text, config = parsed
+        try:
+            edits = self._config_edits(text, dict(values))
+        except ValueError:
+            return None
+        params = {**self._params(config), **values} if h.params is not None else None
+        return replace(h, edits=edits, params=params)
 
     def _sample(self, ctx: PlanContext, n: int, planned: list[Hypothesis]) -> list[Hypothesis]:
         import optuna  # imported only when sampling: it is slow to import
@@ -171,6 +189,7 @@ class OfflinePlanner:
                     edits=edits,
                     params=params,
                     source="search",
+                    extra={"config": params},
                 )
             )
         return out
