@@ -35,6 +35,7 @@ from .task import Task
 from .trial import Decision, Trial, TrialKind, TrialState
 from .workspace import Materialized, Workspace
 
+ENDING_CHECK_S = 0.25  # between polls, how often a nap looks whether a job has ended
 HTML_EVERY_S = 30.0  # a report.html that is slow to write is rewritten at most this often
 Echo = Callable[[str], None]
 
@@ -219,16 +220,23 @@ class Controller:
             self._nap()
 
     def _nap(self) -> None:
-        """Until the next poll, or sooner: when the scheduler is due another look, or when a free
-        slot waits for the planner's answer."""
+        """Until the next poll, or sooner: when the scheduler is due another look, when a job ends
+        (a cheap check every quarter second: its slot is refilled without waiting a whole poll), or
+        when a free slot waits for the planner's answer."""
         wait = self.spec.run.poll_seconds
         due = getattr(self.executor, "wake_in", None)
         if due is not None:
             wait = max(0.05, min(wait, due()))
         if self.planning.busy() and self.executor.live() < self.executor.capacity:
             self.planning.wake.wait(wait)  # the answer comes from the planner's thread
-        else:
-            self.sleep(wait)
+            return
+        ending = getattr(self.executor, "ending", None)
+        deadline = self.clock() + wait
+        while ending is not None and deadline - self.clock() > ENDING_CHECK_S:
+            self.sleep(ENDING_CHECK_S)
+            if ending():
+                return
+        self.sleep(max(0.0, deadline - self.clock()))
 
     def _take_reruns(self) -> None:
         """`ara rerun` requests: rows first (they carry the request id), then the request goes."""

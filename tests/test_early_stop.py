@@ -60,7 +60,10 @@ after = 0.2
 
 def test_parse_points_and_interpolation() -> None:
     pattern = progress_pattern("val_loss")
-    text = "step 10 loss 2.0 val_loss 1.5\nstep=20 val_loss=1.25\nno step here val_loss 9\nstep: 30 val_loss: nan\n"
+    text = (
+        "step 10 loss 2.0 val_loss 1.5\nstep=20 val_loss=1.25\nno step here val_loss 9\n"
+        "step: 30 val_loss: nan\n"
+    )
     points = parse_points(text, pattern)
     assert points[:2] == [(10, 1.5), (20, 1.25)] and points[2][0] == 30
     assert at([(0, 0.0), (10, 1.0)], 5) == 0.5 and at([(0, 0.0), (10, 1.0)], 11) is None

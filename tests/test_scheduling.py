@@ -104,7 +104,8 @@ def test_without_planning_ahead_a_freed_slot_waits_for_the_planner(toy_repo: Pat
 def test_batch_schedule_waits_for_every_job_of_a_round(toy_repo: Path) -> None:
     _sleepy_repo(toy_repo)
     path = write_task(toy_repo, IDEAS, trials=7, parallel=2)
-    path.write_text(path.read_text().replace("poll_seconds = 0.05", 'poll_seconds = 0.05\nschedule = "batch"'))
+    batch = 'poll_seconds = 0.05\nschedule = "batch"'
+    path.write_text(path.read_text().replace("poll_seconds = 0.05", batch))
     ledger, planner = _run(path, delay=0.0)
     hyps = [t for t in ledger.trials() if t.kind is not TrialKind.BASELINE]
     assert sum(t.kind is TrialKind.HYPOTHESIS for t in hyps) == 6

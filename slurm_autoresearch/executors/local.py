@@ -159,6 +159,10 @@ class LocalExecutor:
             trial_dir / OUTCOME_FILE, missing_state=state, missing_reason=reason, log_tail=log_tail
         )
 
+    def ending(self) -> bool:
+        """Whether a job has ended since the last poll (a non-blocking wait per job)."""
+        return any(job.exit_code() is not None for job in self._running.values())
+
     def cancel(self, trial_id: str) -> None:
         for spec in list(self._queue):
             if spec.trial_id == trial_id:

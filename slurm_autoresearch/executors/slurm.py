@@ -37,8 +37,8 @@ if TYPE_CHECKING:
 _SACCT_RETRY_POLLS = 10  # while degraded, try sacct again every this many polls
 # A job whose runner has written its outcome is ending: sacct is asked again this soon (at most
 # this many times per job) instead of at the next poll, so its slot is refilled seconds earlier.
-_ENDING_SPACING_S = 1.0
-_ENDING_QUERIES = 3
+_ENDING_SPACING_S = 0.5
+_ENDING_QUERIES = 6
 
 
 def slurm_parameters(spec: TaskSpec, *, job_name: str, capacity: int) -> dict[str, Any]:
@@ -284,19 +284,29 @@ class SlurmExecutor:
         """Seconds until the next sacct query is due (the controller naps no longer than this)."""
         if not self._live:
             return math.inf
-        return max(0.0, self._last_query + self.poll_interval - self.clock())
+        due = self._last_query + self.poll_interval
+        if any(0 < job.early_queries < _ENDING_QUERIES for job in self._live.values()):
+            due = min(due, self._last_query + _ENDING_SPACING_S)  # ending: sacct soon says so
+        return max(0.0, due - self.clock())
 
-    def _ending(self, now: float) -> bool:
-        """A running job wrote its outcome (a stat per job, no scheduler call): ask sacct now."""
-        if now - self._last_query < _ENDING_SPACING_S:
-            return False
-        ending = [
+    def _ending_jobs(self) -> list[_Job]:
+        return [
             job
             for job in self._live.values()
             if job.running
             and job.early_queries < _ENDING_QUERIES
             and (Path(job.spec.trial_dir) / OUTCOME_FILE).exists()
         ]
+
+    def ending(self) -> bool:
+        """Whether a running job has written its outcome: a stat per job, no scheduler call."""
+        return bool(self._ending_jobs())
+
+    def _ending(self, now: float) -> bool:
+        """A running job wrote its outcome: ask sacct now (a few times, half a second apart)."""
+        if now - self._last_query < _ENDING_SPACING_S:
+            return False
+        ending = self._ending_jobs()
         for job in ending:
             job.early_queries += 1
         return bool(ending)
