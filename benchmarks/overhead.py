@@ -1,12 +1,16 @@
 """Controller overhead: CPU time and memory per trial over a long run, and whether memory stays flat.
 
     python benchmarks/overhead.py [--trials 200] [--slots 4] [--duration 0.5] [--executor local]
+        [--claude]
 
 A real controller process (benchmarks/synthetic.py drive) runs --trials synthetic trials of
 --duration seconds; a sampler thread inside it records RSS and CPU time every half second. Prints
 RSS when 50, 100, 150 and all trials are decided, the peak, CPU-seconds per 100 trials and per
 trial from trial 50 on (the planner thread's own CPU time excluded: the offline planner is the
 planner call), CPU-seconds per minute of run, and which heavy modules the process had loaded.
+With --claude the planner is Claude through the real `anthropic` SDK, against the fake Messages
+API served from this process (benchmarks/tokens.py's task: near-instant trials whose config the
+fake's proposals edit); the controller process then carries the SDK.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import tokens
 from synthetic import run_driver, sleepy_task, trials_of
 
 
@@ -35,16 +40,27 @@ def main() -> int:
     parser.add_argument("--slots", type=int, default=4)
     parser.add_argument("--duration", type=float, default=0.5)
     parser.add_argument("--executor", choices=["local", "slurm"], default="local")
+    parser.add_argument("--claude", action="store_true", help="the Claude planner, against the fake API")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ara-overhead-"))
-    times = [args.duration] * args.trials
-    task = sleepy_task(tmp / "run", times, executor=args.executor, parallel=args.slots)
-    report = run_driver(task, tmp / "report.json")
+    env = {}
+    if args.claude:
+        fake = tokens.fake_module()
+        tokens.remember_titles(fake)
+        server = fake.FakeClaude().start()
+        env = {"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": "sk-ant-bench-not-a-real-key-000"}
+        task = tokens.synthetic_repo(tmp / "run", args.trials, args.slots)
+    else:
+        task = sleepy_task(
+            tmp / "run", [args.duration] * args.trials, executor=args.executor, parallel=args.slots
+        )
+    report = run_driver(task, tmp / "report.json", env=env)
     trials, _, _ = trials_of(report)
     decided = sorted(t.decided_at for t in trials if t.decided_at)
     samples = report["samples"]
     print(
-        f"{args.executor} executor, {args.slots} slots, {len(trials)} trials of {args.duration:g} s; "
+        f"{'claude' if args.claude else 'offline'} planner, {args.executor} executor, {args.slots} slots, "
+        f"{len(trials)} trials" + ("" if args.claude else f" of {args.duration:g} s") + "; "
         f"{report['ended'] - report['started']:.0f} s; runs under {tmp}"
     )
     marks = [n for n in (50, 100, 150, args.trials) if n <= len(decided)]

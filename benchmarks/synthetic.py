@@ -114,10 +114,14 @@ wandb = "off"
     return root / "task.toml"
 
 
-def run_driver(task: Path, out: Path, delay: float = 0.0) -> dict[str, Any]:
+def run_driver(
+    task: Path, out: Path, delay: float = 0.0, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """One controller in its own process (so its CPU and memory are its own); its report."""
     cmd = [sys.executable, str(Path(__file__)), "drive", str(task), "--out", str(out), "--delay", str(delay)]
-    proc = subprocess.run(cmd, cwd=task.parent, capture_output=True, text=True)
+    proc = subprocess.run(
+        cmd, cwd=task.parent, capture_output=True, text=True, env={**os.environ, **(env or {})}
+    )
     if proc.returncode != 0:
         raise SystemExit(f"driver failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
     return json.loads(out.read_text())
@@ -140,6 +144,9 @@ class SlowPlanner:
 
     def baseline(self, files: dict[str, str]) -> Any:
         return self.inner.baseline(files)
+
+    def __getattr__(self, name: str) -> Any:  # refresh and whatever else the planner offers
+        return getattr(self.inner, name)
 
     def propose(self, ctx: Any, n: int) -> Any:
         time.sleep(self.delay)

@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
-from .spec import BudgetSection
-from .trial import Trial, TrialKind
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the ledger imports this module: it stays free of pydantic
+    from .spec import BudgetSection
+    from .trial import Trial
+
+
+@dataclass(frozen=True)
+class Spending:
+    """What the budgets are checked against, summed in SQL (`Ledger.spending`) once per poll."""
+
+    hypotheses: int  # the baseline and planned hypotheses: what budget.trials counts
+    gpu_seconds: float
+    failures_in_a_row: int  # the latest decided ideas that crashed or were rejected
+    llm_usd: float
+    llm_tokens: int
 
 
 def hypotheses(trials: list[Trial]) -> int:
@@ -11,30 +26,21 @@ def hypotheses(trials: list[Trial]) -> int:
     return sum(1 for t in trials if t.kind.counts_against_budget())
 
 
-def trials_spent(limit: BudgetSection, trials: list[Trial]) -> str:
+def trials_spent(limit: BudgetSection, hypotheses: int) -> str:
     """Why no more hypotheses may be planned ("" while some may); their pending re-runs still run."""
-    n = hypotheses(trials)
-    return f"trial budget spent ({n}/{limit.trials})" if n >= limit.trials else ""
+    return f"trial budget spent ({hypotheses}/{limit.trials})" if hypotheses >= limit.trials else ""
 
 
-def spent(
-    limit: BudgetSection, trials: list[Trial], *, elapsed_s: float, llm_usd: float, llm_tokens: int
-) -> str:
+def spent(limit: BudgetSection, spending: Spending, *, elapsed_s: float) -> str:
     """Why no more jobs may start, or "" while budget remains."""
     if limit.wall_hours and elapsed_s >= limit.wall_hours * 3600:
         return f"wall-clock budget spent ({limit.wall_hours:g} h)"
-    if limit.gpu_hours and sum(t.gpu_seconds or 0 for t in trials) >= limit.gpu_hours * 3600:
+    if limit.gpu_hours and spending.gpu_seconds >= limit.gpu_hours * 3600:
         return f"GPU budget spent ({limit.gpu_hours:g} GPU-hours)"
-    reason = llm_spent(limit, llm_usd, llm_tokens)
+    reason = llm_spent(limit, spending.llm_usd, spending.llm_tokens)
     if reason:
         return reason
-    streak = 0
-    # Ideas that failed, not a combination git could not merge or a re-run of a flaky commit.
-    ideas = (
-        t for t in trials if t.decided_at and (t.kind.counts_against_budget() or t.kind is TrialKind.PROMOTE)
-    )
-    for trial in sorted(ideas, key=lambda t: t.decided_at or 0):
-        streak = streak + 1 if trial.decision and trial.decision.is_failure() else 0
+    streak = spending.failures_in_a_row
     if streak >= limit.crash_limit:
         return (
             f"stopped: {streak} trials in a row crashed or were rejected "

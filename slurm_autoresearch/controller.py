@@ -286,20 +286,13 @@ class Controller:
         self._collect()
 
     def check_budget(self) -> None:
-        usd, tokens = self.ledger.llm_totals()
-        self._llm_spent = bool(budget.llm_spent(self.spec.budget, usd, tokens))  # rules judge from here on
-        trials = self.ledger.trials()
-        self.stopping = budget.spent(
-            self.spec.budget,
-            trials,
-            elapsed_s=self.clock() - self._started,
-            llm_usd=usd,
-            llm_tokens=tokens,
-        )
+        spending = self.ledger.spending(self.spec.budget.crash_limit)
+        self._llm_spent = bool(budget.llm_spent(self.spec.budget, spending.llm_usd, spending.llm_tokens))
+        self.stopping = budget.spent(self.spec.budget, spending, elapsed_s=self.clock() - self._started)
         if self.stopping:
             self.log(self.stopping + ("; waiting for running trials" if self.executor.live() else ""))
         elif not self.exhausted:
-            self.exhausted = budget.trials_spent(self.spec.budget, trials)
+            self.exhausted = budget.trials_spent(self.spec.budget, spending.hypotheses)
             if self.exhausted:
                 self.log(self.exhausted + ("; finishing what runs" if self.executor.live() else ""))
 
@@ -566,7 +559,7 @@ class Controller:
             self.ledger.set_meta(state=state, end_reason=reason, ended_at=now)
             self.ledger.event(now, "run-" + state, reason)
             self.ledger.write_results(self.rundir.results, self.spec.metric.name)
-            report.write_run_report(self.rundir, self.spec, self.ledger)
+            report.write_run_report(self.rundir, self.spec, self.ledger, plot=False)
             write_html_report(self.rundir, self.spec, self.ledger)
             best = self.incumbent
             summary = (
@@ -581,6 +574,9 @@ class Controller:
             self.ws.close()
             self.ledger.close()
             self.rundir.release()
+            failed = report.plot_apart(self.rundir.path)
+            if failed:
+                self.echo(f"progress.png not drawn: {failed} (`ara report` draws it)")
             self._wandb_summary()
 
     def _wandb_summary(self) -> None:

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .budget import Spending
 from .hypothesis import Hypothesis
 from .rundir import atomic_write_text
 from .trial import Decision, Trial, TrialKind, TrialState, trial_id
@@ -101,6 +102,8 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
+_BUDGET_KINDS = str(tuple(k.value for k in TrialKind if k.counts_against_budget()))  # SQL: ('a', 'b')
+_IDEA_KINDS = str(tuple(k.value for k in TrialKind if k.counts_against_budget() or k is TrialKind.PROMOTE))
 _COLUMNS = {  # Trial attribute -> column, where they differ
     "commit": "commit_sha",
     "of": "of_trial",
@@ -326,6 +329,31 @@ class Ledger:
             "decisions": {str(d): decisions.get(str(d), 0) for d in Decision},
             "states": {str(s): states.get(str(s), 0) for s in TrialState},
         }
+
+    def hypotheses(self) -> int:
+        """What budget.trials counts (the baseline and planned hypotheses), in SQL."""
+        row = self.conn.execute(f"SELECT COUNT(*) FROM trials WHERE kind IN {_BUDGET_KINDS}").fetchone()
+        return int(row[0])
+
+    def spending(self, window: int) -> Spending:
+        """What the budgets are checked against, without parsing a trial: the controller asks every
+        poll. `window`: how many of the latest decided ideas are looked at for a failure streak."""
+        hyps, gpu = self.conn.execute(
+            f"SELECT COALESCE(SUM(kind IN {_BUDGET_KINDS}), 0), COALESCE(SUM(gpu_seconds), 0) FROM trials"
+        ).fetchone()
+        # Ideas that failed, not a combination git could not merge or a re-run of a flaky commit.
+        latest = self.conn.execute(
+            f"SELECT decision FROM trials WHERE decided_at IS NOT NULL AND kind IN {_IDEA_KINDS} "
+            "ORDER BY decided_at DESC, seq DESC LIMIT ?",
+            (window,),
+        ).fetchall()
+        streak = 0
+        for (decision,) in latest:
+            if not (decision and Decision(decision).is_failure()):
+                break
+            streak += 1
+        usd, tokens = self.llm_totals()
+        return Spending(int(hyps), float(gpu), streak, usd, tokens)
 
     def awaits_evidence(self, tid: str) -> bool:
         """Whether re-runs of this trial (repeats, reruns) are still undecided: one SQL query,

@@ -125,9 +125,9 @@ class Planning:
         self.ctl.flush_calls(role="planner")
 
     # -- asking -----------------------------------------------------------------------------
-    def _wanted(self, trials: list[Trial]) -> int:
+    def _wanted(self) -> int:
         ctl = self.ctl
-        left = ctl.spec.budget.trials - budget.hypotheses(trials) - len(self.ready)
+        left = ctl.spec.budget.trials - ctl.ledger.hypotheses() - len(self.ready)
         free = ctl.executor.capacity - ctl.executor.live()
         if self.batch:
             # The synchronous loop: a new round only when every job of the last one has ended.
@@ -142,10 +142,10 @@ class Planning:
         ctl = self.ctl
         if self.request is not None or self.dry or self.paused():
             return
-        trials = ctl.ledger.trials()
-        n = self._wanted(trials)
+        n = self._wanted()  # in SQL: asked every poll, while parsing trials only when planning
         if n <= 0:
             return
+        trials = ctl.ledger.trials()
         left = ctl.spec.budget.trials - budget.hypotheses(trials) - len(self.ready)
         ctx = self.context(trials, left)
         seen = frozenset(t.id for t in ctx.trials if t.decision is not None)
@@ -205,14 +205,14 @@ class Planning:
         ctl = self.ctl
         if not self.ready:
             return
-        trials = ctl.ledger.trials()
         free = ctl.executor.capacity - ctl.executor.live()
-        left = ctl.spec.budget.trials - budget.hypotheses(trials)
+        left = ctl.spec.budget.trials - ctl.ledger.hypotheses()
         n = min(free, left, len(self.ready))
         if n <= 0:
             if left <= 0:
                 self.drop("the trial budget is spent")
             return
+        trials = ctl.ledger.trials()
         decided = {t.id for t in history(trials) if t.decision is not None}
         planned = sum(1 for t in trials if t.kind is TrialKind.HYPOTHESIS)
         rounds = max((t.round for t in trials), default=0) + 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -100,8 +102,9 @@ def trial_report(rundir: RunDir, spec: TaskSpec, trial: Trial, outcome: Outcome 
     return "\n".join(lines) + "\n"
 
 
-def write_run_report(rundir: RunDir, spec: TaskSpec, ledger: Ledger) -> Path:
-    """report.md with the trial table and learnings, and progress.png next to it."""
+def write_run_report(rundir: RunDir, spec: TaskSpec, ledger: Ledger, *, plot: bool = True) -> Path:
+    """report.md with the trial table and learnings, and progress.png next to it (plot=False: the
+    controller draws it in its own process, see `plot_apart`)."""
     meta = ledger.meta()
     trials = ledger.trials()
     metric, goal = spec.metric.name, spec.metric.goal
@@ -112,7 +115,8 @@ def write_run_report(rundir: RunDir, spec: TaskSpec, ledger: Ledger) -> Path:
     best = kept[-1] if kept else None
     gpu_s = sum(t.gpu_seconds or 0 for t in trials)
     wall = (meta.get("ended_at") or time.time()) - meta.get("created_at", time.time())
-    progress_plot(trials, metric, goal, rundir.progress)
+    if plot:
+        progress_plot(trials, metric, goal, rundir.progress)
     lines = [
         f"# ara run {rundir.run_id}",
         "",
@@ -241,3 +245,35 @@ def progress_plot(trials: list[Trial], metric: str, goal: str, path: Path) -> No
     fig.savefig(tmp)
     plt.close(fig)
     tmp.replace(path)
+
+
+def plot_apart(run_dir: Path, timeout_s: float = 300.0) -> str:
+    """progress.png drawn by a child process: matplotlib (40 MB) never loads in the controller.
+    Returns "" or why the figure was not drawn."""
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "slurm_autoresearch.report", str(run_dir)],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    return "" if proc.returncode == 0 else (proc.stderr.strip().splitlines() or ["failed"])[-1]
+
+
+def _plot_main(run_dir: Path) -> None:
+    from .ledger import Ledger
+    from .task import read_spec
+
+    rundir = RunDir(run_dir)
+    spec = read_spec(rundir.task_copy)
+    ledger = Ledger.open(rundir.ledger, readonly=True)
+    try:
+        progress_plot(ledger.trials(), spec.metric.name, spec.metric.goal, rundir.progress)
+    finally:
+        ledger.close()
+
+
+if __name__ == "__main__":
+    _plot_main(Path(sys.argv[1]))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -267,3 +269,19 @@ def test_stop_during_the_baseline_is_a_stop_not_a_failure(toy_repo: Path) -> Non
     controller = launch(task, echo=lambda _: None, sleep=sleep)
     summary = controller.run()
     assert summary.state == "stopped" and summary.trials == 1
+
+
+def test_the_controller_never_loads_torch_wandb_or_matplotlib(toy_repo: Path) -> None:
+    """A login-node process: heavy libraries load only in the trials and in helper processes."""
+    path = write_task(toy_repo, '[[ideas]]\ntitle = "x to 2"\nconfig = { x = 2.0 }\n', trials=3)
+    script = (
+        "import sys\n"
+        "from slurm_autoresearch.launcher import launch\n"
+        "from slurm_autoresearch.task import load_task\n"
+        f"launch(load_task({str(path)!r}), echo=lambda _: None).run()\n"
+        "print(sorted(m for m in ('torch', 'wandb', 'matplotlib', 'anthropic') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+    (run,) = (toy_repo / ".ara" / "runs").iterdir()
+    assert (run / "progress.png").stat().st_size > 10_000  # drawn by a child process

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from slurm_autoresearch.hypothesis import Hypothesis
 from slurm_autoresearch.launcher import launch, make_models
@@ -29,6 +30,9 @@ class SlowPlanner:
 
     def baseline(self, files: dict[str, str]) -> Hypothesis:
         return self.inner.baseline(files)
+
+    def __getattr__(self, name: str) -> Any:  # refresh and whatever else the planner offers
+        return getattr(self.inner, name)
 
     def propose(self, ctx: PlanContext, n: int) -> list[Hypothesis]:
         self.calls.append((time.time(), n))
