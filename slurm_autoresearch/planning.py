@@ -303,4 +303,5 @@ class Planning:
             guidance,
             playbook=ctl.playbook.initial,
             budget_note=" ".join(notes),
+            queued=tuple(a.hypothesis for a in self.ready),
         )

@@ -72,6 +72,8 @@ def test_a_freed_slot_starts_a_planned_ahead_hypothesis_at_once(toy_repo: Path) 
     trials = ledger.trials()
     assert sum(t.kind.counts_against_budget() for t in trials) == 9
     assert all(t.decision is not None for t in trials)
+    titles = [t.title for t in trials if t.kind is TrialKind.HYPOTHESIS]
+    assert sorted(titles) == [f"idea {i}" for i in range(1, 9)]  # none proposed twice while queued
     gaps = _refill_gaps(trials)
     # The planner takes 2 s; slots were refilled from the ready queue, not after a planning call.
     assert gaps and max(gaps) < 1.0, gaps

@@ -22,6 +22,7 @@ class PlanContext:
     guidance: str = ""  # pending `ara guide` text, not yet shown to a planner
     playbook: str = ""  # as the run began (earlier runs' learnings included): stable, cacheable
     budget_note: str = ""  # other budgets left, in words (GPU-hours, dollars)
+    queued: tuple[Hypothesis, ...] = ()  # planned earlier, waiting for a slot: not to be proposed again
 
 
 def history(trials: list[Trial]) -> list[Trial]:

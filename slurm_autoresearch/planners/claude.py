@@ -73,7 +73,7 @@ def parse_batch(data: Any, stop_reason: str, ctx: PlanContext, n: int, max_token
     items = data["hypotheses"]
     if not items:
         return []
-    tried = {t.title for t in ctx.trials}
+    tried = {t.title for t in ctx.trials} | {h.title for h in ctx.queued}
     out: list[Hypothesis] = []
     for item in items[:n]:
         hypothesis = parse_hypothesis(item, ctx.task.spec.surface.max_file_kb * 1024)

@@ -75,7 +75,7 @@ class OfflinePlanner:
 
     def backlog(self, ctx: PlanContext, n: int) -> list[Hypothesis]:
         """The researcher's untried ideas, in order: they come before anything sampled or generated."""
-        tried = {t.title for t in ctx.trials}
+        tried = {t.title for t in ctx.trials} | {h.title for h in ctx.queued}
         out = []
         for idea in self.spec.ideas:
             if len(out) == n:
@@ -157,7 +157,7 @@ class OfflinePlanner:
                 continue
             seen.append(params)
             _tell(optuna, study, trial, params, dists)
-        seen += [h.params for h in planned if h.params]
+        seen += [h.params for h in (*ctx.queued, *planned) if h.params]
 
         incumbent = self._params(config)
         out = []

@@ -99,6 +99,9 @@ def user_text(ctx: PlanContext, n: int) -> str:
         else "No incumbent yet."
     )
     parts = [history_text(ctx), "", best, f"Budget left: {ctx.trials_left} trials. {ctx.budget_note}".strip()]
+    if ctx.queued:
+        titles = "; ".join(" ".join(h.title.split())[:100] for h in ctx.queued)
+        parts += ["", f"QUEUED (planned, waiting for a free slot; do not propose again): {titles}"]
     if ctx.guidance.strip():
         parts += ["", "GUIDANCE FROM THE RESEARCHER (follow it):", ctx.guidance.strip()[-4000:]]
     parts += [
