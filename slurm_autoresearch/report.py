@@ -55,6 +55,11 @@ def trial_report(rundir: RunDir, spec: TaskSpec, trial: Trial, outcome: Outcome 
         + (f" of {trial.of}" if trial.of else "")
         + f", seed {trial.seed}, {trial.steps or spec.budget.steps} steps ({trial.fidelity} fidelity)",
     ]
+    if "planned_without" in h.extra:
+        missing = ", ".join(h.extra["planned_without"]) or "nothing decided meanwhile"
+        on = f"; planned on {h.extra['planned_on']}" if h.extra.get("planned_on") else ""
+        when = _when(h.extra.get("planned_at"))
+        lines.append(f"- planned ahead at {when}, without the results of: {missing}{on}")
     ev = trial.evidence or {}
     if ev.get("candidate"):
         runs = ", ".join(f"{v:.6g}" for v in ev["candidate"])

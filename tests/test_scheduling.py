@@ -16,7 +16,7 @@ from slurm_autoresearch.trial import Trial, TrialKind
 from .conftest import commit_all, write_task
 
 IDEAS = "".join(
-    f'[[ideas]]\ntitle = "idea {i}"\nconfig = {{ x = {i / 2}, sleep = {2.0 + (i % 3) * 0.8} }}\n'
+    f'[[ideas]]\ntitle = "idea {i}"\nconfig = {{ x = {i / 2}, sleep = {3.0 + (i % 3) * 0.8} }}\n'
     for i in range(1, 9)
 )
 
@@ -68,6 +68,8 @@ def _refill_gaps(trials: list[Trial]) -> list[float]:
 def test_a_freed_slot_starts_a_planned_ahead_hypothesis_at_once(toy_repo: Path) -> None:
     _sleepy_repo(toy_repo)
     path = write_task(toy_repo, IDEAS, trials=9, parallel=2)
+    # Four ready: more than two slots free while one 2 s planning call is out.
+    path.write_text(path.read_text().replace("poll_seconds = 0.05", "poll_seconds = 0.05\nplan_ahead = 4"))
     ledger, planner = _run(path, delay=2.0)
     trials = ledger.trials()
     assert sum(t.kind.counts_against_budget() for t in trials) == 9
@@ -88,6 +90,9 @@ def test_a_freed_slot_starts_a_planned_ahead_hypothesis_at_once(toy_repo: Path) 
             assert other is not None and other.decided_at is not None
             assert t.hypothesis.extra["planned_at"] < other.decided_at <= t.created_at
     assert any(t.hypothesis.extra["planned_without"] for t in ahead)
+    shown = next(t for t in ahead if t.hypothesis.extra["planned_without"])
+    report = (ledger.path.parent / "trials" / shown.id / "report.md").read_text()
+    assert "planned ahead at" in report and shown.hypothesis.extra["planned_without"][0] in report
     # Config ideas planned on an older incumbent had their values set again on the newer one.
     assert any("planned_on" in t.hypothesis.extra for t in ahead)
     assert not [e for e in ledger.events() if e["kind"] == "rebased"]

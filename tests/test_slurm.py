@@ -215,6 +215,24 @@ def test_full_run_on_slurm_arrays(toy_repo: Path) -> None:
     ledger.close()
 
 
+def test_a_job_end_is_decided_well_inside_a_sacct_poll(toy_repo: Path) -> None:
+    """sacct is asked every 5 s; a job's outcome file brings the question forward."""
+    (toy_repo / "config.toml").write_text("x = 0.5  # the x knob\ny = 2.0\nsleep = 6.0\n")
+    commit_all(toy_repo, "six-second trials")
+    ideas = "".join(f'[[ideas]]\ntitle = "x to {x}"\nconfig = {{ x = {x} }}\n' for x in (1.0, 1.5, 2.0))
+    path = _slurm_task(toy_repo, ideas, trials=4, parallel=2, gpus=0)
+    text = path.read_text().replace("[slurm]\npoll_seconds = 0.5", "[slurm]\npoll_seconds = 5.0")
+    path.write_text(text.replace("poll_seconds = 0.5\n", "poll_seconds = 2.0\n", 1))  # [run]: the default
+    controller = launch(load_task(path), echo=lambda _: None)
+    controller.run()
+    ledger = Ledger.open(controller.rundir.ledger, readonly=True)
+    trials = ledger.trials()
+    assert len(trials) == 4 and all(t.decision is not None for t in trials)
+    lags = [(t.decided_at or 0) - (t.job_ended_at or 0) for t in trials]
+    assert max(lags) < 2.5, lags  # the sacct poll alone would leave 2.5 s on average, 5 s at worst
+    ledger.close()
+
+
 def test_run_survives_outside_kills_and_failures(toy_repo: Path) -> None:
     (toy_repo / "config.toml").write_text(
         "x = 0.5\ny = 2.0\nsleep = 0.0\ncrash = false\nhog_mb = 0\nhog_seconds = 0.0\n"
