@@ -196,6 +196,7 @@ class Controller:
             done = self.ledger.trials()[0]
             if done.decision is not None or not self.executor.live():
                 break
+            self.planning.prefetch()  # the first round, ready when the baseline ends
             self.sleep(self.spec.run.poll_seconds)
         if done.decision is not Decision.KEEP and not self.stopping:
             log = self.rundir.trial_dir(done.id) / LOG_FILE
@@ -555,7 +556,7 @@ class Controller:
         now = self.clock()
         try:
             # An answer on its way is waited for briefly (its tokens were spent), then dropped.
-            self.planning.close(wait_s=0.0 if state == "interrupted" else 30.0)
+            self.planning.close(wait_s=30.0 if state in ("finished", "stopped") else 0.0)
             self.ledger.set_meta(state=state, end_reason=reason, ended_at=now)
             self.ledger.event(now, "run-" + state, reason)
             self.ledger.write_results(self.rundir.results, self.spec.metric.name)

@@ -273,17 +273,28 @@ class Planning:
             ctl.stopping = f"stopped: the planner failed {self.failures} rounds in a row ({reason})"
             ctl.log(ctl.stopping)
 
+    def _parent(self) -> Trial:
+        """What new hypotheses build on: the incumbent, or while it runs, the baseline."""
+        parent = self.ctl.incumbent or self.ctl.ledger.trial("T0001")
+        assert parent is not None and parent.commit is not None
+        return parent
+
+    def prefetch(self) -> None:
+        """While the baseline runs: the first round is planned, so it starts when the baseline ends."""
+        if self.depth and self.ctl.may_plan() and self.ctl.ledger.trial("T0001") is not None:
+            self._collect()
+            self._ask()
+
     def incumbent_files(self) -> dict[str, str]:
-        ctl = self.ctl
-        assert ctl.incumbent is not None and ctl.incumbent.commit is not None
-        commit = ctl.incumbent.commit
+        commit = self._parent().commit
+        assert commit is not None
         if self.files is None or self.files[0] != commit:
-            self.files = (commit, ctl.ws.surface_files(commit))
+            self.files = (commit, self.ctl.ws.surface_files(commit))
         return self.files[1]
 
     def context(self, trials: list[Trial], left: int) -> PlanContext:
         ctl = self.ctl
-        assert ctl.incumbent is not None
+        parent = self._parent()
         files = self.incumbent_files()
         offset = int(ctl.ledger.meta().get("guidance_offset", 0))
         guidance, self.guidance_offset = ctl.rundir.guidance_from(offset)
@@ -297,7 +308,7 @@ class Planning:
         return PlanContext(
             ctl.task,
             history(trials),
-            replace(ctl.incumbent, holdout=None),
+            replace(parent, holdout=None),
             files,
             left,
             guidance,
