@@ -63,7 +63,7 @@ def main() -> int:
         f"{len(trials)} trials" + ("" if args.claude else f" of {args.duration:g} s") + "; "
         f"{report['ended'] - report['started']:.0f} s; runs under {tmp}"
     )
-    marks = [n for n in (50, 100, 150, args.trials) if n <= len(decided)]
+    marks = sorted({n for n in (50, 100, 150, 200, 300, 400, args.trials) if n <= len(decided)})
     for n in marks:
         s = at_decided(samples, decided, n)
         if s:

@@ -543,7 +543,7 @@ class Controller:
 
     def record(self, trial: Trial, outcome: Outcome | None) -> None:
         report.write_trial_report(self.rundir, self.spec, trial, outcome)
-        self.ledger.write_results(self.rundir.results, self.spec.metric.name)
+        self.ledger.append_result(self.rundir.results, self.spec.metric.name, trial)
         # report.html after each decision, unless writing it would take more than 5% of the
         # controller's time (it re-reads every trial: 0.7 s at 10,000); then at most every 30 s.
         wait = min(HTML_EVERY_S, 20 * self._html_cost)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -372,6 +373,23 @@ class Ledger:
         ).fetchone()
         return self.trial(row[0]) if row else None
 
+    def measured(self, *commits: str | None) -> list[Trial]:
+        """What a decision rests on, parsed light: the measured runs of these commits and of every
+        commit run more than once (the pooled noise). Not the whole ledger on every decision."""
+        wanted = [c for c in commits if c]
+        marks = ", ".join("?" for _ in wanted) or "NULL"
+        return self.select(
+            f"metric IS NOT NULL AND (commit_sha IN ({marks}) OR commit_sha IN (SELECT commit_sha FROM "
+            "trials WHERE metric IS NOT NULL GROUP BY commit_sha HAVING COUNT(*) >= 2))",
+            tuple(wanted),
+        )
+
+    def ids(self, where: str, params: tuple[Any, ...] = ()) -> list[str]:
+        return [r[0] for r in self.conn.execute(f"SELECT id FROM trials WHERE {where} ORDER BY seq", params)]
+
+    def scalar(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        return self.conn.execute(sql, params).fetchone()[0]
+
     def repeated(self) -> list[Trial]:
         """Measured trials of commits run more than once: all the noise estimate needs."""
         return self.select(
@@ -388,41 +406,44 @@ class Ledger:
 
     # -- results.tsv ------------------------------------------------------------------------
     def write_results(self, path: Path, metric_name: str) -> None:
-        """autoresearch's results.tsv columns (commit, metric, memory_gb, status, description) plus ours."""
-        header = [
-            "trial",
-            "commit",
-            "parent",
-            metric_name,
-            "memory_gb",
-            "status",
-            "elapsed_s",
-            "description",
-            "kind",
-            "of",
-            "steps",
-            "seed",
-        ]
-        lines = ["\t".join(header)]
-        for t in self.trials():
-            if t.decision is None:
-                continue
-            row = [
-                t.id,
-                (t.commit or "")[:7],
-                (t.parent or "")[:7],
-                "" if t.metric is None else f"{t.metric:.6f}",
-                "" if t.memory_gb is None else f"{t.memory_gb:.1f}",
-                str(t.decision),
-                "" if t.elapsed is None else f"{t.elapsed:.1f}",
-                " ".join(t.title.split()),
-                str(t.kind),
-                t.of or "",
-                "" if t.steps is None else str(t.steps),
-                str(t.seed),
-            ]
-            lines.append("\t".join(row))
+        """autoresearch's results.tsv columns (commit, metric, memory_gb, status, description) plus
+        ours, one row per decided trial in the order of decisions."""
+        rows = self.select("decision IS NOT NULL")
+        rows.sort(key=lambda t: (t.decided_at or 0.0, t.seq))
+        lines = ["\t".join(_results_header(metric_name)), *(_result_row(t) for t in rows)]
         atomic_write_text(path, "\n".join(lines) + "\n")
+
+    def append_result(self, path: Path, metric_name: str, trial: Trial) -> None:
+        """One decided trial's row at the end of results.tsv: a decision costs the same at trial 10
+        and 10,000 (the whole file is rewritten on resume and at the end, in the same order)."""
+        if not path.exists():
+            self.write_results(path, metric_name)
+            return
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(_result_row(trial) + "\n")
+
+
+def _results_header(metric_name: str) -> list[str]:
+    return ["trial", "commit", "parent", metric_name, "memory_gb", "status", "elapsed_s", "description",
+            "kind", "of", "steps", "seed"]  # fmt: skip
+
+
+def _result_row(t: Trial) -> str:
+    row = [
+        t.id,
+        (t.commit or "")[:7],
+        (t.parent or "")[:7],
+        "" if t.metric is None else f"{t.metric:.6f}",
+        "" if t.memory_gb is None else f"{t.memory_gb:.1f}",
+        str(t.decision),
+        "" if t.elapsed is None else f"{t.elapsed:.1f}",
+        " ".join(t.title.split()),
+        str(t.kind),
+        t.of or "",
+        "" if t.steps is None else str(t.steps),
+        str(t.seed),
+    ]
+    return "\t".join(row)
 
 
 def _reader(path: Path) -> sqlite3.Connection:
@@ -455,14 +476,19 @@ _DECISIONS = {d.value: d for d in Decision}
 _KINDS = {k.value: k for k in TrialKind}
 
 
+@functools.lru_cache(maxsize=4096)
+def _hypothesis(raw: str) -> Hypothesis:
+    """A hypothesis never changes once recorded: the controller, which reads trials again after
+    every decision, parses each one once (frozen; treat its dicts as read-only)."""
+    return Hypothesis.from_dict(json.loads(raw))
+
+
 def _trial(row: sqlite3.Row | dict[str, Any], light: bool = False) -> Trial:
     f = dict(row)
     f["commit"] = f.pop("commit_sha")
     f["of"] = f.pop("of_trial")
     raw = f.pop("hypothesis")
-    f["hypothesis"] = (
-        Hypothesis(f["title"], source=f["source"]) if light else Hypothesis.from_dict(json.loads(raw))
-    )
+    f["hypothesis"] = Hypothesis(f["title"], source=f["source"]) if light else _hypothesis(raw)
     f["state"] = _STATES[f["state"]]
     f["decision"] = _DECISIONS[f["decision"]] if f["decision"] else None
     f["kind"] = _KINDS[f["kind"]]

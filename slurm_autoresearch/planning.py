@@ -212,10 +212,11 @@ class Planning:
             if left <= 0:
                 self.drop("the trial budget is spent")
             return
-        trials = ctl.ledger.trials()
-        decided = {t.id for t in history(trials) if t.decision is not None}
-        planned = sum(1 for t in trials if t.kind is TrialKind.HYPOTHESIS)
-        rounds = max((t.round for t in trials), default=0) + 1
+        # In SQL: parsing every trial for each start would cost O(trials) per trial.
+        kinds = str(tuple(k.value for k in TrialKind if k.is_hypothesis()))
+        decided = set(ctl.ledger.ids(f"decision IS NOT NULL AND kind IN {kinds}"))
+        planned = int(ctl.ledger.scalar("SELECT COUNT(*) FROM trials WHERE kind = 'hypothesis'"))
+        rounds = int(ctl.ledger.scalar("SELECT COALESCE(MAX(round), 0) FROM trials")) + 1
         specs = []
         for i in range(n):
             ahead = self.ready.popleft()

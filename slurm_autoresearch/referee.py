@@ -117,7 +117,7 @@ class Referee:
         if trial.kind is TrialKind.BASELINE or ctl.incumbent is None:
             self.decide(trial, self._baseline_verdict(trial), outcome)
             return
-        trials = ctl.ledger.trials()
+        trials = ctl.ledger.measured(trial.commit, ctl.incumbent.commit)
         patch = self._patch(trial)
         verdict = judge(trial, trials, ctl.incumbent, self.spec, patch, confirm=ctl.may_run_more())
         if verdict.decision is None:
@@ -142,7 +142,7 @@ class Referee:
         return self.ctl.ledger.awaits_evidence(trial.id)
 
     def _baseline_verdict(self, trial: Trial) -> Verdict:
-        trials = self.ctl.ledger.trials()
+        trials = self.ctl.ledger.measured(trial.commit)
         steps = steps_of(trial, self.spec.budget.steps)
         runs = values(trials, trial.commit, steps, self.spec.budget.steps)
         spread = noise(trials, steps, self.spec.budget.steps)
@@ -179,8 +179,8 @@ class Referee:
         ctl = self.ctl
         used = [
             t.seed
-            for t in ctl.ledger.trials()
-            if t.commit == trial.commit and steps_of(t, self.spec.budget.steps) == steps
+            for t in ctl.ledger.select("commit_sha = ?", (trial.commit,))
+            if steps_of(t, self.spec.budget.steps) == steps
         ]
         seed = max(used, default=self.spec.noise.seed - 1) + 1
         screen = steps == self.spec.fidelity.screen_steps and self.spec.screening
@@ -358,7 +358,8 @@ class Referee:
             parent = ctl.ledger.trial(trial.parent_trial or "")
             if parent is None or ctl.incumbent is None:
                 return
-            against_parent = judge(trial, ctl.ledger.trials(), parent, self.spec, confirm=False)
+            runs = ctl.ledger.measured(trial.commit, parent.commit)
+            against_parent = judge(trial, runs, parent, self.spec, confirm=False)
             if against_parent.decision is not Decision.KEEP:
                 return
             first, second = ctl.incumbent, trial
@@ -369,8 +370,8 @@ class Referee:
     def combine(self, base: Trial, other: Trial) -> Trial | None:
         ctl = self.ctl
         pair = {base.id, other.id}
-        for t in ctl.ledger.trials():
-            if t.kind is TrialKind.COMBINE and set(t.hypothesis.extra.get("combines", [])) == pair:
+        for t in ctl.ledger.select("kind = ?", (str(TrialKind.COMBINE),), light=False):
+            if set(t.hypothesis.extra.get("combines", [])) == pair:
                 return None  # tried already
         if not ctl.may_run_more():
             ctl.log(f"not combining {base.id} and {other.id}: {ctl.stopping}")

@@ -424,16 +424,25 @@ def test_rerun_request_reaches_a_live_controller(toy_repo: Path) -> None:
     assert not list((rundir / "requests").glob("*.json"))
 
 
-def test_combinations_git_cannot_merge_do_not_count_toward_crash_limit() -> None:
+def test_combinations_git_cannot_merge_do_not_count_toward_crash_limit(tmp_path: Path) -> None:
     from slurm_autoresearch.budget import spent
+    from slurm_autoresearch.hypothesis import Hypothesis
+    from slurm_autoresearch.ledger import Ledger
 
     limit = _spec().budget  # crash_limit 5
-    combos = [
-        _t(i, f"c{i}", None, decision=Decision.REJECTED, kind=TrialKind.COMBINE, decided_at=i)
-        for i in range(1, 7)
-    ]
-    assert spent(limit, combos, elapsed_s=0, llm_usd=0, llm_tokens=0) == ""
-    ideas = [_t(i, f"h{i}", None, decision=Decision.REJECTED, decided_at=i) for i in range(1, 6)]
+    ledger = Ledger.open(tmp_path / "ledger.sqlite")
+
+    def add(n: int, kind: TrialKind, start: int) -> None:
+        for i in range(start, start + n):
+            t = ledger.add_trial(Hypothesis(f"t{i}"), parent="abc", parent_trial=None, now=i, kind=kind)
+            ledger.update(t, i, decision=Decision.REJECTED, decided_at=float(i))
+
+    add(6, TrialKind.COMBINE, 1)
+    assert spent(limit, ledger.spending(limit.crash_limit), elapsed_s=0) == ""
+    add(4, TrialKind.HYPOTHESIS, 10)
+    assert spent(limit, ledger.spending(limit.crash_limit), elapsed_s=0) == ""  # four in a row
+    add(1, TrialKind.HYPOTHESIS, 20)
     assert "5 trials in a row crashed or were rejected" in spent(
-        limit, ideas, elapsed_s=0, llm_usd=0, llm_tokens=0
+        limit, ledger.spending(limit.crash_limit), elapsed_s=0
     )
+    ledger.close()

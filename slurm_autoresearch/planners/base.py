@@ -33,7 +33,7 @@ def history(trials: list[Trial]) -> list[Trial]:
     for t in trials:
         if not t.kind.is_hypothesis():
             continue
-        row = replace(t, holdout=None)
+        row = replace(t, holdout=None) if t.holdout is not None else t  # copies only where needed
         full = promoted.get(t.id)
         if full is not None and full.decision is not None:
             row = replace(
