@@ -49,7 +49,7 @@ def repo(root: Path, effects: list[float], steps: int, parallel: int, early: boo
         f'[[ideas]]\ntitle = "idea {i} ({e:+.3f})"\nconfig = {{ salt = {i}, effect = {e} }}\n'
         for i, e in enumerate(effects, 1)
     )
-    stop = '[early_stop]\nmetric = "val_score"\n' if early else ""
+    stop = '[early_stop]\nmetric = "val_score"\ngoal = "max"\n' if early else ""
     (root / "task.toml").write_text(
         f"""\
 [task]
