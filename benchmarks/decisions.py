@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from slurm_autoresearch.ledger import Ledger  # noqa: E402
+from benchmarks.synthetic import commit_repo, submit  # noqa: E402
 from slurm_autoresearch.trial import Decision, Trial, TrialKind  # noqa: E402
 
 TRAIN = '''\
@@ -100,34 +99,12 @@ config = "config.toml"
 
 {chr(10).join(backlog)}"""
     (root / "task.toml").write_text(task)
-    for args in (
-        ["init", "-q", "-b", "main"],
-        ["add", "-A"],
-        ["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "synthetic task"],
-    ):
-        subprocess.run(["git", *args], cwd=root, check=True)
+    commit_repo(root, "synthetic task")
     return root / "task.toml"
 
 
 NOISE_RULE = "[noise]\nrepeats = 5\n"  # [decide] rule = "auto" -> noise; level 0.01, confirm 4
 PLAIN_RULE = '[decide]\nrule = "min_delta"\n'  # min_delta = 0: any improvement is kept
-
-
-def run(task: Path) -> list[Trial]:
-    out = subprocess.run(
-        [sys.executable, "-m", "slurm_autoresearch.cli", "submit", str(task)],
-        cwd=task.parent,
-        capture_output=True,
-        text=True,
-    )
-    if out.returncode != 0:
-        raise SystemExit(f"ara submit failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-    (ledger_path,) = (task.parent / ".ara" / "runs").glob("*/ledger.sqlite")
-    ledger = Ledger.open(ledger_path, readonly=True)
-    try:
-        return ledger.trials()
-    finally:
-        ledger.close()
 
 
 def keeps(trials: list[Trial]) -> list[Trial]:
@@ -150,7 +127,7 @@ def main() -> int:
         ("plain min_delta = 0", PLAIN_RULE),
     ):
         start = time.time()
-        trials = run(
+        trials = submit(
             synthetic_repo(
                 tmp / f"noise-{len(rule)}", ideas=args.trials - 1, salt=1, sigma=args.sigma, decide=rule
             )
@@ -169,7 +146,7 @@ def main() -> int:
     for i in range(args.runs):
         real_at = rng.randint(1, args.effect_ideas)
         start = time.time()
-        trials = run(
+        trials = submit(
             synthetic_repo(
                 tmp / f"effect-{i}",
                 ideas=args.effect_ideas,

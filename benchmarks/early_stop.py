@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -21,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from slurm_autoresearch.ledger import Ledger  # noqa: E402
-from slurm_autoresearch.trial import Decision, Trial  # noqa: E402
+from benchmarks.synthetic import commit_repo, submit  # noqa: E402
+from slurm_autoresearch.trial import Decision  # noqa: E402
 
 TRAIN = '''\
 """A curve towards `final`: val_score = final - 0.3 * (1 - step / steps) + noise (seeded)."""
@@ -90,30 +89,8 @@ wandb = "off"
 {stop}
 {ideas}"""
     )
-    for args in (
-        ["init", "-q", "-b", "main"],
-        ["add", "-A"],
-        ["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "curves"],
-    ):
-        subprocess.run(["git", *args], cwd=root, check=True)
+    commit_repo(root, "curves")
     return root / "task.toml"
-
-
-def run(task: Path) -> list[Trial]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "slurm_autoresearch.cli", "submit", str(task)],
-        cwd=task.parent,
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"ara submit failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    (path,) = (task.parent / ".ara" / "runs").glob("*/ledger.sqlite")
-    ledger = Ledger.open(path, readonly=True)
-    try:
-        return ledger.trials()
-    finally:
-        ledger.close()
 
 
 def main() -> int:
@@ -130,7 +107,9 @@ def main() -> int:
     print(f"{args.ideas} ideas, effects {effects}; runs under {tmp}")
     results = {}
     for early in (False, True):
-        trials = run(repo(tmp / ("early" if early else "plain"), effects, args.steps, args.parallel, early))
+        trials = submit(
+            repo(tmp / ("early" if early else "plain"), effects, args.steps, args.parallel, early)
+        )
         busy = sum(t.elapsed or 0 for t in trials)
         stopped = [t for t in trials if t.job_state == "stopped"]
         kept = sorted(t.title for t in trials if t.decision is Decision.KEEP and t.title != "baseline")

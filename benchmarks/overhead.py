@@ -20,10 +20,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import tokens
-from synthetic import run_driver, sleepy_task, trials_of
+from benchmarks import tokens
+from benchmarks.synthetic import run_driver, sleepy_task, trials_of
 
 
 def at_decided(samples: list[list[float]], decided: list[float], n: int) -> list[float] | None:

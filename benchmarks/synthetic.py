@@ -105,13 +105,38 @@ wandb = "off"
 {gres}{extra}
 {ideas}"""
     )
+    commit_repo(root, "sleepy task")
+    return root / "task.toml"
+
+
+def commit_repo(root: Path, message: str) -> None:
+    """A benchmark's task directory as a git repository with one commit of everything in it."""
     for args in (
         ["init", "-q", "-b", "main"],
         ["add", "-A"],
-        ["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "sleepy task"],
+        ["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", message],
     ):
         subprocess.run(["git", *args], cwd=root, check=True)
-    return root / "task.toml"
+
+
+def submit(task: Path) -> list[Trial]:
+    """`ara submit` of a task in its own process, then every trial of the run it made."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "slurm_autoresearch.cli", "submit", str(task)],
+        cwd=task.parent,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(
+            f"ara submit failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
+    (path,) = (task.parent / ".ara" / "runs").glob("*/ledger.sqlite")
+    ledger = Ledger.open(path, readonly=True)
+    try:
+        return ledger.trials()
+    finally:
+        ledger.close()
 
 
 def run_driver(

@@ -20,7 +20,6 @@ import importlib.util
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.synthetic import commit_repo  # noqa: E402
 from slurm_autoresearch.launcher import launch  # noqa: E402
 from slurm_autoresearch.ledger import Ledger  # noqa: E402
 from slurm_autoresearch.task import load_task  # noqa: E402
@@ -122,12 +122,7 @@ def synthetic_repo(root: Path, trials: int, parallel: int) -> Path:
     # between keys lets git merge changes of neighbouring keys (combinations) without a conflict.
     (root / "config.toml").write_text("".join(f"# knob {i}\nk{i:02d} = 1.0\n" for i in range(1, KEYS + 1)))
     (root / "task.toml").write_text(TASK.format(trials=trials, parallel=parallel))
-    for args in (
-        ["init", "-q", "-b", "main"],
-        ["add", "-A"],
-        ["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "synthetic task"],
-    ):
-        subprocess.run(["git", *args], cwd=root, check=True)
+    commit_repo(root, "synthetic task")
     return root / "task.toml"
 
 

@@ -25,9 +25,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from synthetic import durations, run_driver, sleepy_task, trials_of
+from benchmarks.synthetic import durations, run_driver, sleepy_task, trials_of
 
 Span = tuple[float, float]
 
