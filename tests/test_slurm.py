@@ -226,9 +226,10 @@ def test_a_job_end_is_decided_well_inside_a_sacct_poll(toy_repo: Path) -> None:
     controller = launch(load_task(path), echo=lambda _: None)
     controller.run()
     ledger = Ledger.open(controller.rundir.ledger, readonly=True)
-    trials = ledger.trials()
-    assert len(trials) == 4 and all(t.decision is not None for t in trials)
-    lags = [(t.decided_at or 0) - (t.job_ended_at or 0) for t in trials]
+    trials = ledger.trials()  # maybe a combination of two keeps besides the four
+    assert sum(t.kind.counts_against_budget() for t in trials) == 4
+    assert all(t.decision is not None for t in trials)
+    lags = [(t.decided_at or 0) - (t.job_ended_at or 0) for t in trials if t.job_ended_at]
     assert max(lags) < 2.5, lags  # the sacct poll alone would leave 2.5 s on average, 5 s at worst
     ledger.close()
 
