@@ -21,7 +21,7 @@ from .executors.runner import LOG_FILE
 from .html_report import write_html_report
 from .hypothesis import Edit
 from .ledger import Ledger
-from .llm import LLM
+from .llm import LLM, Call
 from .monitor import Monitor
 from .outcome import Outcome
 from .planners import Planner
@@ -96,20 +96,7 @@ class Controller:
         self._llm_spent = False  # an LLM budget ran out: rules only from here on
         self.early_stop: dict[str, str] = {}  # trial -> why the monitor or its curve cancelled it
         self.trailing: set[str] = set()  # cancelled because its curve trailed the incumbent's
-        stop = task.spec.early_stop
-        self.curves = (
-            Curves(
-                stop.metric,
-                task.spec.early_stop_goal,
-                after=stop.after,
-                behind=stop.behind,
-                sd=stop.sd,
-                patience=stop.patience,
-                diverge=stop.diverge,
-            )
-            if stop.metric
-            else None
-        )
+        self.curves = Curves.of(task.spec)
         self._html_at, self._html_cost = float("-inf"), 0.0
         self._refs: tuple[tuple[str, ...], list[list[tuple[int, float]]]] = ((), [])
         self.referee = Referee(self)
@@ -297,14 +284,14 @@ class Controller:
             if self.exhausted:
                 self.log(self.exhausted + ("; finishing what runs" if self.executor.live() else ""))
 
-    def take_calls(self, role: str | None = None) -> list:  # type: ignore[type-arg]
+    def take_calls(self, role: str | None = None) -> list[Call]:
         return self.llm.take_calls(role) if self.llm else []
 
     def flush_calls(self, shares: list[str] | None = None, role: str | None = None) -> None:
         """Model calls since the last flush go to the ledger and the log, with their cost."""
         self.record_calls(self.take_calls(role), shares)
 
-    def record_calls(self, calls: list, shares: list[str] | None = None) -> None:  # type: ignore[type-arg]
+    def record_calls(self, calls: list[Call], shares: list[str] | None = None) -> None:
         if calls:
             self.ledger.add_calls(calls, shares)
             with self.rundir.controller_log.open("a", encoding="utf-8") as fh:

@@ -10,8 +10,12 @@ import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .rundir import atomic_write_text
+
+if TYPE_CHECKING:
+    from .spec import TaskSpec
 
 CURVE_FILE = "curve.json"
 READ_LIMIT = 256 * 1024  # bytes read per look; a log that grew more than this loses older points
@@ -89,6 +93,22 @@ class Curves:
 
     def __post_init__(self) -> None:
         self._pattern = progress_pattern(self.metric)
+
+    @classmethod
+    def of(cls, spec: TaskSpec) -> Curves | None:
+        """The task's [early_stop] as a curve reader and judge; None when it reads no curves."""
+        stop = spec.early_stop
+        if not stop.metric:
+            return None
+        return cls(
+            stop.metric,
+            spec.early_stop_goal,
+            after=stop.after,
+            behind=stop.behind,
+            sd=stop.sd,
+            patience=stop.patience,
+            diverge=stop.diverge,
+        )
 
     def read(self, trial_id: str, log: Path, limit: int = READ_LIMIT) -> list[Point]:
         """Points written since the last read (at most `limit` bytes of them), appended to the curve."""

@@ -11,7 +11,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from . import budget
 from .hypothesis import Hypothesis
 from .planners import PlanContext
 from .planners.base import PlannerUnavailable, history
@@ -125,9 +124,8 @@ class Planning:
         self.ctl.flush_calls(role="planner")
 
     # -- asking -----------------------------------------------------------------------------
-    def _wanted(self) -> int:
+    def _wanted(self, left: int) -> int:
         ctl = self.ctl
-        left = ctl.spec.budget.trials - ctl.ledger.hypotheses() - len(self.ready)
         free = ctl.executor.capacity - ctl.executor.live()
         if self.batch:
             # The synchronous loop: a new round only when every job of the last one has ended.
@@ -142,11 +140,12 @@ class Planning:
         ctl = self.ctl
         if self.request is not None or self.dry or self.paused():
             return
-        n = self._wanted()  # in SQL: asked every poll, while parsing trials only when planning
+        # Counted in SQL: asked every poll, while trials are parsed only when planning.
+        left = ctl.spec.budget.trials - ctl.ledger.hypotheses() - len(self.ready)
+        n = self._wanted(left)
         if n <= 0:
             return
         trials = ctl.ledger.trials()
-        left = ctl.spec.budget.trials - budget.hypotheses(trials) - len(self.ready)
         ctx = self.context(trials, left)
         seen = frozenset(t.id for t in ctx.trials if t.decision is not None)
         if self._pool is None:
