@@ -327,6 +327,12 @@ def test_slurm_verdicts_where_the_runner_could_not_write_one() -> None:
     oom_log = "slurmstepd: error: StepId=9.0 exceeded memory limit (6 > 2), being killed"
     assert _reconcile(lost, JobState.FAILED, SlurmRow("9", "FAILED"), oom_log).state is JobState.OOM
     assert _reconcile(lost, JobState.NODE_FAIL, SlurmRow("9", "NODE_FAIL"), "").state is JobState.NODE_FAIL
+    # scancel's SIGTERM reached the command before the runner: the runner saw a signal death
+    signalled = Outcome(state=JobState.FAILED, exit_code=-15, reason="command killed by signal SIGTERM")
+    cancelled = SlurmRow("9_1", "CANCELLED by 0")
+    assert _reconcile(signalled, JobState.CANCELLED, cancelled, "").state is JobState.CANCELLED
+    crashed = Outcome(state=JobState.FAILED, exit_code=1, reason="command exit code 1")
+    assert _reconcile(crashed, JobState.CANCELLED, cancelled, "").state is JobState.FAILED
     done = Outcome(state=JobState.COMPLETED, metric=1.0)
     assert _reconcile(done, JobState.COMPLETED, SlurmRow("9", "COMPLETED"), "") == done
 

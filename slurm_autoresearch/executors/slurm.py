@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
 import subprocess
 import tempfile
 import time
@@ -438,11 +439,20 @@ class SlurmExecutor:
         return JobPaths(self.folder / "%j", job_id=job.job_id, task_id=0).stderr
 
 
+def _signalled(code: int | None) -> bool:
+    """A command killed by TERM or KILL: negative from Popen, 128 + the signal from a shell."""
+    return code is not None and (code < 0 or code in (128 + signal.SIGTERM, 128 + signal.SIGKILL))
+
+
 def _reconcile(outcome: Outcome, state: JobState, row: SlurmRow, slurm_log: str) -> Outcome:
     """Slurm's verdict wins where the runner could not see it (it was killed before writing)."""
     infra = (JobState.TIMEOUT, JobState.OOM, JobState.NODE_FAIL, JobState.PREEMPTED)
     if outcome.state in (JobState.CANCELLED, JobState.LOST) and state in infra:
         return replace(outcome, state=state, reason=f"Slurm: {row.state}; {outcome.reason}")
+    if state is JobState.CANCELLED and outcome.state is JobState.FAILED and _signalled(outcome.exit_code):
+        # scancel signals every process of the job at once: the command may die of it before the
+        # runner's own handler has run, and the runner then saw only a command killed by a signal.
+        return replace(outcome, state=JobState.CANCELLED, reason=f"Slurm: {row.state}; {outcome.reason}")
     if outcome.state in (JobState.FAILED, JobState.LOST) and "exceeded memory limit" in slurm_log.lower():
         return replace(
             outcome, state=JobState.OOM, reason=f"Slurm: job exceeded its memory limit; {outcome.reason}"
