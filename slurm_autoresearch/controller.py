@@ -183,10 +183,16 @@ class Controller:
             done = self.ledger.trials()[0]
             if done.decision is not None or not self.executor.live():
                 break
-            self.planning.prefetch()  # the first round, ready when the baseline ends
-            self.sleep(self.spec.run.poll_seconds)
+            self.planning.beside_baseline()
+            self._nap()
         if done.decision is not Decision.KEEP and not self.stopping:
             log = self.rundir.trial_dir(done.id) / LOG_FILE
+            if self.executor.live():
+                self.log("cancelling the hypotheses started beside the failed baseline")
+                for trial in self.ledger.trials():
+                    if trial.state.is_live():
+                        self.early_stop[trial.id] = f"cancelled: baseline {done.id} failed"
+                self._cancel_all(wait_s=60.0)
             raise BaselineError(
                 f"baseline {done.id} produced no metric ({done.reason}); see {log} and fix the task "
                 "before searching"

@@ -233,8 +233,8 @@ class Planning:
         on, when that is older (its edits are tried there if they no longer apply)."""
         ctl = self.ctl
         screen = ctl.spec.screening
-        incumbent = ctl.incumbent
-        assert incumbent is not None and incumbent.commit is not None
+        incumbent = self._parent()  # beside the baseline: the baseline, the incumbent-to-be
+        assert incumbent.commit is not None
         h = ahead.hypothesis
         stale = ahead.parent if ahead.parent.commit != incumbent.commit else None
         without = sorted(decided - ahead.seen)
@@ -279,9 +279,15 @@ class Planning:
         assert parent is not None and parent.commit is not None
         return parent
 
-    def prefetch(self) -> None:
-        """While the baseline runs: the first round is planned, so it starts when the baseline ends."""
-        if self.depth and self.ctl.may_plan() and self.ctl.ledger.trial("T0001") is not None:
+    def beside_baseline(self) -> None:
+        """While the baseline runs: the first round is planned and (unless `wait_for_baseline`)
+        started in the slots the baseline leaves free, to be judged once it is measured."""
+        ctl = self.ctl
+        if not ctl.may_plan() or ctl.ledger.trial("T0001") is None:
+            return
+        if not ctl.spec.run.wait_for_baseline and not self.batch:
+            self.fill()
+        elif self.depth:
             self._collect()
             self._ask()
 

@@ -114,9 +114,11 @@ class Referee:
             return
         if self._pending(trial) or trial.fidelity == "screen":
             return  # its confirmations are running / it is judged with its round
-        if trial.kind is TrialKind.BASELINE or ctl.incumbent is None:
+        if trial.kind is TrialKind.BASELINE:
             self.decide(trial, self._baseline_verdict(trial), outcome)
             return
+        if ctl.incumbent is None:
+            return  # it ran beside the baseline: judged once the baseline is measured
         trials = ctl.ledger.measured(trial.commit, ctl.incumbent.commit)
         patch = self._patch(trial)
         verdict = judge(trial, trials, ctl.incumbent, self.spec, patch, confirm=ctl.may_run_more())
@@ -215,6 +217,8 @@ class Referee:
     def promote(self) -> None:
         """Each complete round sends its best screened hypotheses on to the full budget."""
         ctl = self.ctl
+        if ctl.incumbent is None:
+            return  # rounds screened beside the baseline wait for its screen score
         trials = ctl.ledger.trials()
         rounds: dict[int, list[Trial]] = {}
         for t in trials:
@@ -329,6 +333,15 @@ class Referee:
         )
         ctl.record(trial, outcome)
         self._maybe_combine(trial, verdict, previous)
+        if trial.kind is TrialKind.BASELINE and previous is None and verdict.decision is Decision.KEEP:
+            self._judge_waiting()
+
+    def _judge_waiting(self) -> None:
+        """Hypotheses that ended beside the baseline, judged now that there is an incumbent."""
+        ctl = self.ctl
+        for trial in ctl.ledger.select("state = ?", (str(TrialState.WAITING),), light=False):
+            if not trial.kind.is_evidence() and trial.kind is not TrialKind.BASELINE:
+                self.judge(trial)
 
     def _holdout_flag(self, trial: Trial, previous: Trial, verdict: Verdict) -> str:
         """A keep whose holdout result disagrees with its evaluation beyond the margin."""

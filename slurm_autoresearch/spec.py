@@ -56,6 +56,8 @@ class RunSection(_Section):
     # before the next round is planned (the synchronous loop, kept for comparison)
     schedule: Literal["continuous", "batch"] = "continuous"
     plan_ahead: Annotated[int, Field(ge=0)] | None = None  # hypotheses kept ready; None: one per slot
+    # hypotheses start only once the baseline is measured (else beside it, cancelled if it fails)
+    wait_for_baseline: bool = False
 
 
 class ResourcesSection(_Section):

@@ -17,7 +17,7 @@ from slurm_autoresearch.ledger import Ledger
 from slurm_autoresearch.rundir import RunDir
 from slurm_autoresearch.status import status_document
 from slurm_autoresearch.task import load_task
-from slurm_autoresearch.trial import Decision
+from slurm_autoresearch.trial import Decision, TrialKind
 
 from .conftest import commit_all, git, repo_state, write_task
 
@@ -190,7 +190,11 @@ def test_broken_baseline_stops_the_run_naming_the_log(toy_repo: Path, config: st
     assert expected in message or "loss is NaN" in message
     assert str(controller.rundir.trial_dir("T0001") / "train.log") in message
     ledger = Ledger.open(controller.rundir.ledger, readonly=True)
-    assert len(ledger.trials()) == 1 and ledger.meta()["state"] == "failed"
+    assert ledger.meta()["state"] == "failed"
+    # A hypothesis started beside the baseline in the free slot ended with it: crashed on the
+    # same broken code, or cancelled when the baseline failed; none is left running.
+    beside = ledger.trials()[1:]
+    assert all(t.kind is TrialKind.HYPOTHESIS and not t.state.is_live() for t in beside)
     ledger.close()
 
 

@@ -6,12 +6,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from slurm_autoresearch.errors import BaselineError
 from slurm_autoresearch.hypothesis import Hypothesis
 from slurm_autoresearch.launcher import launch, make_models
 from slurm_autoresearch.ledger import Ledger
 from slurm_autoresearch.planners import PlanContext, Planner
 from slurm_autoresearch.task import load_task
-from slurm_autoresearch.trial import Trial, TrialKind
+from slurm_autoresearch.trial import Decision, Trial, TrialKind
 
 from .conftest import commit_all, write_task
 
@@ -158,4 +161,63 @@ def test_a_hypothesis_planned_on_an_old_incumbent_is_built_on_it_when_its_edits_
     events = [e for e in ledger.events() if e["kind"] == "rebased"]
     assert events and events[0]["trial"] == second.id and "built on T0001" in events[0]["detail"]
     assert second.metric == -9.25  # it ran: x = 2.5 on the baseline's config
+    ledger.close()
+
+
+BESIDE = """
+[[ideas]]
+title = "quick better"
+config = { x = 2.0, sleep = 0.2 }
+[[ideas]]
+title = "quick worse"
+config = { x = -3.0, sleep = 0.2 }
+"""
+
+
+def test_hypotheses_run_beside_the_baseline_and_are_judged_once_it_is_measured(toy_repo: Path) -> None:
+    (toy_repo / "config.toml").write_text("x = 0.5\ny = 2.0\nsleep = 3.0\n")  # a slow baseline
+    commit_all(toy_repo, "slow baseline")
+    ledger, _ = _run(write_task(toy_repo, BESIDE, trials=3, parallel=3), delay=0.0)
+    base, *hyps = ledger.trials()
+    assert [t.title for t in hyps] == ["quick better", "quick worse"]
+    for t in hyps:
+        # Started in the slots the baseline left free, ended before it, decided after it.
+        assert (t.submitted_at or 0) < (base.finished_at or 0)
+        assert (t.finished_at or 0) < (base.finished_at or 0)
+        assert (t.decided_at or 0) >= (base.decided_at or 0)
+        assert t.parent_trial == base.id
+    better, worse = hyps
+    assert better.decision is Decision.KEEP and worse.decision is Decision.DISCARD
+    assert "becomes the incumbent" not in better.reason + worse.reason  # compared with the baseline
+    ledger.close()
+
+
+def test_waiting_for_the_baseline_leaves_its_free_slots_idle(toy_repo: Path) -> None:
+    (toy_repo / "config.toml").write_text("x = 0.5\ny = 2.0\nsleep = 1.0\n")
+    commit_all(toy_repo, "slow baseline")
+    path = write_task(toy_repo, BESIDE, trials=3, parallel=3)
+    waiting = "poll_seconds = 0.05\nwait_for_baseline = true"
+    path.write_text(path.read_text().replace("poll_seconds = 0.05", waiting))
+    ledger, planner = _run(path, delay=0.0)
+    base, *hyps = ledger.trials()
+    assert planner.calls[0][0] < (base.decided_at or 0)  # planned meanwhile, started after
+    assert all((t.submitted_at or 0) >= (base.decided_at or 0) for t in hyps)
+    ledger.close()
+
+
+def test_a_failed_baseline_cancels_the_hypotheses_beside_it(toy_repo: Path) -> None:
+    (toy_repo / "config.toml").write_text("x = 0.5\ny = 2.0\nsleep = 1.0\ncrash = true\n")
+    commit_all(toy_repo, "crashing baseline")
+    ideas = '[[ideas]]\ntitle = "long"\nconfig = { crash = false, sleep = 60.0 }\n'
+    task = load_task(write_task(toy_repo, ideas, trials=2, parallel=2))
+    controller = launch(task, echo=lambda _: None)
+    started = time.monotonic()
+    with pytest.raises(BaselineError, match=r"boom from train\.py"):
+        controller.run()
+    assert time.monotonic() - started < 30  # not the hypothesis's minute
+    ledger = Ledger.open(controller.rundir.ledger, readonly=True)
+    base, long = ledger.trials()
+    assert base.decision is Decision.CRASH and long.title == "long"
+    assert long.decision is Decision.CRASH and long.job_state == "cancelled"
+    assert long.reason == "cancelled: baseline T0001 failed"
     ledger.close()
