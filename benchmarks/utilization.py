@@ -1,7 +1,7 @@
 """Slot utilization: ara's continuous scheduling against a batch-and-wait loop, on the same trials.
 
     python benchmarks/utilization.py [--executor slurm|local] [--trials 48] [--slots 4]
-        [--low 20] [--high 60] [--delay 3] [--seed 1]
+        [--low 15] [--high 45] [--delay 3] [--seed 1]
 
 The synthetic task's trials hold a slot for seeded random durations (uniform in [low, high]
 seconds) and never change the score, so every schedule runs the same trials. Each configuration
@@ -108,8 +108,8 @@ def main() -> int:
     parser.add_argument("--executor", choices=["slurm", "local"], default="slurm")
     parser.add_argument("--trials", type=int, default=48)
     parser.add_argument("--slots", type=int, default=4)
-    parser.add_argument("--low", type=float, default=20.0)
-    parser.add_argument("--high", type=float, default=60.0)
+    parser.add_argument("--low", type=float, default=15.0)
+    parser.add_argument("--high", type=float, default=45.0)
     parser.add_argument("--delay", type=float, default=3.0, help="seconds per call of the slow planner")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--only", choices=["fast", "slow"], help="one planner speed only")

@@ -10,9 +10,10 @@ import pytest
 
 from slurm_autoresearch.errors import BaselineError
 from slurm_autoresearch.hypothesis import Hypothesis
-from slurm_autoresearch.launcher import launch, make_models
+from slurm_autoresearch.launcher import launch, make_models, open_run
 from slurm_autoresearch.ledger import Ledger
 from slurm_autoresearch.planners import PlanContext, Planner
+from slurm_autoresearch.rundir import RunDir
 from slurm_autoresearch.task import load_task
 from slurm_autoresearch.trial import Decision, Trial, TrialKind
 
@@ -220,4 +221,30 @@ def test_a_failed_baseline_cancels_the_hypotheses_beside_it(toy_repo: Path) -> N
     assert base.decision is Decision.CRASH and long.title == "long"
     assert long.decision is Decision.CRASH and long.job_state == "cancelled"
     assert long.reason == "cancelled: baseline T0001 failed"
+    ledger.close()
+
+
+def test_a_controller_killed_while_hypotheses_wait_for_the_baseline_judges_them_on_resume(
+    toy_repo: Path,
+) -> None:
+    (toy_repo / "config.toml").write_text("x = 0.5\ny = 2.0\nsleep = 4.0\n")
+    commit_all(toy_repo, "slow baseline")
+    task = load_task(write_task(toy_repo, BESIDE, trials=3, parallel=3))
+    controller = None
+
+    def sleep(seconds: float) -> None:
+        assert controller is not None
+        waiting = controller.ledger.select("state = 'waiting'")
+        if len(waiting) == 2 and controller.incumbent is None:
+            raise KeyboardInterrupt("killed")  # both quick ideas measured, the baseline still runs
+        time.sleep(seconds)
+
+    controller = launch(task, echo=lambda _: None, sleep=sleep)
+    assert controller.run().state == "interrupted"
+    resumed = open_run(RunDir(controller.rundir.path), echo=lambda _: None).run()
+    assert resumed.state == "finished"
+    ledger = Ledger.open(controller.rundir.ledger, readonly=True)
+    base, better, worse = ledger.trials()
+    assert (better.decided_at or 0) >= (base.decided_at or 0)
+    assert better.decision is Decision.KEEP and worse.decision is Decision.DISCARD
     ledger.close()
