@@ -293,7 +293,8 @@ def test_two_improvements_from_one_parent_are_combined(toy_repo: Path, apart: bo
         (toy_repo / "config.toml").write_text(config)
         commit_all(toy_repo, "spaced config")
     ideas = _configs(("x to 3", {"x": 3.0}), ("y to -1", {"y": -1.0}))
-    path = write_task(toy_repo, ideas, trials=3, parallel=2)
+    # Three slots: both start beside the baseline, so both are built on it whatever ends first.
+    path = write_task(toy_repo, ideas, trials=3, parallel=3)
     _, trials, _ = _run(path)
     by = {t.title: t for t in trials}
     assert by["x to 3"].parent_trial == by["y to -1"].parent_trial == "T0001"
@@ -306,7 +307,7 @@ def test_two_improvements_from_one_parent_are_combined(toy_repo: Path, apart: bo
 def test_a_combination_that_conflicts_is_left_to_the_planner(toy_repo: Path) -> None:
     # both change the x line: git cannot merge them
     ideas = _configs(("x to 3", {"x": 3.0}), ("x to 2, y to -1", {"x": 2.0, "y": -1.0}))
-    path = write_task(toy_repo, ideas, trials=3, parallel=2)
+    path = write_task(toy_repo, ideas, trials=3, parallel=3)  # both built on the baseline
     rundir, trials, _ = _run(path)
     combos = [t for t in trials if t.kind is TrialKind.COMBINE]
     assert len(combos) == 1 and combos[0].decision is Decision.REJECTED
