@@ -203,7 +203,7 @@ def test_full_run_on_slurm_arrays(toy_repo: Path) -> None:
     assert len(trials) == 9
     assert trials[1].title == "x to 2" and trials[1].decision is Decision.KEEP
     assert all(t.decision in (Decision.KEEP, Decision.DISCARD) for t in trials)
-    assert all("_" in (t.job_id or "") for t in trials[1:5])  # the first batch after the baseline: one array
+    assert all("_" in (t.job_id or "") for t in trials[1:4])  # first batch, beside the baseline: an array
     assert _overlap(ledger) <= 4
     assert all(t.node == "localhost" and (t.gpu_seconds or 0) > 0 for t in trials)
     doc = status_document(controller.rundir, ledger)
@@ -230,7 +230,9 @@ def test_a_job_end_is_decided_well_inside_a_sacct_poll(toy_repo: Path) -> None:
     assert sum(t.kind.counts_against_budget() for t in trials) == 4
     assert all(t.decision is not None for t in trials)
     lags = [(t.decided_at or 0) - (t.job_ended_at or 0) for t in trials if t.job_ended_at]
-    assert max(lags) < 2.5, lags  # the sacct poll alone would leave 2.5 s on average, 5 s at worst
+    # The target is the run's poll (2 s) plus 2 s; the sacct poll alone would leave up to 5 s. Here
+    # 0.4-0.8 s; under CI's load slurmdbd has reported a job's end as late as 2.8 s.
+    assert max(lags) < 4.0, lags
     ledger.close()
 
 
