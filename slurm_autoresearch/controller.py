@@ -189,10 +189,7 @@ class Controller:
             log = self.rundir.trial_dir(done.id) / LOG_FILE
             if self.executor.live():
                 self.log("cancelling the hypotheses started beside the failed baseline")
-                for trial in self.ledger.trials():
-                    if trial.state.is_live():
-                        self.early_stop[trial.id] = f"cancelled: baseline {done.id} failed"
-                self._cancel_all(wait_s=60.0)
+                self._cancel_all(wait_s=60.0, why=f"cancelled: baseline {done.id} failed")
             raise BaselineError(
                 f"baseline {done.id} produced no metric ({done.reason}); see {log} and fix the task "
                 "before searching"
@@ -269,9 +266,12 @@ class Controller:
         if request == "cancel":
             self._cancel_all(wait_s=0)
 
-    def _cancel_all(self, wait_s: float) -> None:
+    def _cancel_all(self, wait_s: float, why: str = "") -> None:
+        """Cancel every live job (`why` becomes its trial's reason), waiting up to wait_s for the ends."""
         for trial in self.ledger.trials():
             if trial.state.is_live():
+                if why:
+                    self.early_stop[trial.id] = why
                 self.executor.cancel(trial.id)
         deadline = self.clock() + wait_s
         while wait_s and self.executor.live() and self.clock() < deadline:

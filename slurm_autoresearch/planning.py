@@ -285,8 +285,8 @@ class Planning:
         ctl = self.ctl
         if not ctl.may_plan() or ctl.ledger.trial("T0001") is None:
             return
-        if not ctl.spec.run.wait_for_baseline and not self.batch:
-            self.fill()
+        if not ctl.spec.run.wait_for_baseline:
+            self.fill()  # the batch schedule starts nothing while a job runs
         elif self.depth:
             self._collect()
             self._ask()
