@@ -355,6 +355,16 @@ class Controller:
             wandb=self.spec.tracking.wandb,
             holdout=self.spec.task.holdout if full else None,
             pristine=str(self.rundir.frozen) if self.rundir.frozen.is_dir() else "",
+            env=dict(self.spec.task.env),
+            pass_env=list(self.spec.task.pass_env),
+            hidden=[rel for rel in self.frozen if self.task.surface.is_hidden(rel)],
+            sandbox=self.spec.sandbox.mode,
+            bwrap=self.spec.sandbox.bwrap,
+            network=self.spec.sandbox.network,
+            hide=self.spec.sandbox.hide,
+            writable=list(self.spec.sandbox.writable),
+            repo=str(self.task.repo),
+            git_dir=str(self.ws.git_dir),
         )
         write_json(tdir / JOB_FILE, spec.to_dict())
         self.ledger.update(trial, self.clock(), event="materialized", commit=commit)

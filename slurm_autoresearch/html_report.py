@@ -10,7 +10,7 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import budget, evidence, fidelity
+from . import budget, evidence, fidelity, sandbox
 from .evidence import Rule, running_best
 from .rundir import RunDir, atomic_write_text
 from .trial import Decision, Trial, trial_id
@@ -175,6 +175,7 @@ def _header(
             f"{meta.get('summarizer')} summarizer",
         ),
         ("metric", f"{meta.get('metric', '')} ({'higher' if goal == 'max' else 'lower'} is better)"),
+        ("trial code", sandbox.describe(meta.get("sandbox"))[1]),
     ]
     baseline = trials[0] if trials else None
     if baseline is not None and baseline.metric is not None:

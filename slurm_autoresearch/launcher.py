@@ -26,6 +26,8 @@ from .monitor import Monitor
 from .planners import OfflinePlanner, Planner
 from .playbook import Playbook
 from .rundir import RunDir, atomic_write_text, new_run_id
+from .sandbox import resolve
+from .spec import TaskSpec
 from .summarizer import ClaudeSummarizer, RuleSummarizer, Summarizer
 from .surface import EditSurface
 from .task import Task, detect_gpus, has_api_key, read_spec
@@ -124,11 +126,18 @@ def create_run(task: Task, now: float) -> RunDir:
             created_at=now,
             frozen=frozen,
             rule=Rule.of(spec).to_dict(),  # the decision settings, for readers without pydantic
+            sandbox=_sandbox(spec),
         )
         ledger.event(now, "run-created", f"{task.name} at {base[:7]}")
     finally:
         ledger.close()
     return rundir
+
+
+def _sandbox(spec: TaskSpec) -> dict[str, object]:
+    """What this machine offers for [sandbox]; a job on another node reports its own (outcome)."""
+    used, why = resolve(spec.sandbox.mode, spec.sandbox.bwrap)
+    return {"mode": spec.sandbox.mode, "used": used, "why": why, "network": spec.sandbox.network}
 
 
 def task_of(rundir: RunDir) -> Task:
@@ -148,7 +157,7 @@ def task_of(rundir: RunDir) -> Task:
         path=Path(meta["task_path"]),
         repo=Path(meta["repo"]),
         workdir=meta["workdir"],
-        surface=EditSurface.parse(spec.surface.allow, spec.surface.freeze),
+        surface=EditSurface.parse(spec.surface.allow, spec.surface.freeze, spec.surface.hidden),
         executor=meta["executor"],
         planner=planner,
         summarizer=summarizer,

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .jobenv import secret_values
 from .spec import ModelsSection, PriceSpec
 
 # US dollars per million tokens (input, output), Nov 2026; a task overrides them in [models.prices].
@@ -38,10 +39,8 @@ _ASSIGNED = re.compile(
 
 def scrub(text: str) -> str:
     """Text with anything that looks like a secret replaced: log tails go to a third party."""
-    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "WANDB_API_KEY"):
-        value = os.environ.get(name)
-        if value and len(value) >= 8:
-            text = text.replace(value, "[redacted]")
+    for value in secret_values():
+        text = text.replace(value, "[redacted]")
     text = _ASSIGNED.sub(lambda m: f"{m.group(1)}{m.group(2)}[redacted]", text)
     for pattern in _SECRETS:
         text = pattern.sub("[redacted]", text)
@@ -122,13 +121,26 @@ class LLM:
     client: Any = None  # anthropic.Anthropic; built lazily so that importing ara stays fast
     clock: Callable[[], float] = time.time
     calls: list[Call] = field(default_factory=list)
+    # Read once, when the run opens: the client is built later on the planner's thread, while
+    # os.environ may be swapped for a job's allowlisted environment (jobenv.exported).
+    credentials: dict[str, str] = field(
+        default_factory=lambda: {
+            key: os.environ[name]
+            for key, name in (
+                ("api_key", "ANTHROPIC_API_KEY"),
+                ("auth_token", "ANTHROPIC_AUTH_TOKEN"),
+                ("base_url", "ANTHROPIC_BASE_URL"),
+            )
+            if os.environ.get(name)
+        }
+    )
 
     def _client(self) -> Any:
         if self.client is None:
             import anthropic
 
             self.client = anthropic.Anthropic(
-                max_retries=self.models.max_retries, timeout=self.models.timeout_s
+                max_retries=self.models.max_retries, timeout=self.models.timeout_s, **self.credentials
             )
         return self.client
 

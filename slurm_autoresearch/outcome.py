@@ -43,6 +43,7 @@ class Outcome:
     started_at: float | None = None  # wall clock, Unix seconds
     ended_at: float | None = None
     holdout: dict[str, Any] = field(default_factory=dict)  # the holdout evaluation's metrics
+    sandbox: str = ""  # "bwrap" or "none": how the trial's code was contained ("" before it ran)
 
     @property
     def has_metric(self) -> bool:

@@ -13,6 +13,7 @@ from .executors.runner import LOG_FILE
 from .monitor import tail
 from .outcome import Outcome
 from .rundir import RunDir, atomic_write_text
+from .sandbox import describe
 from .trial import Decision, Trial
 
 if TYPE_CHECKING:
@@ -131,6 +132,7 @@ def write_run_report(rundir: RunDir, spec: TaskSpec, ledger: Ledger, *, plot: bo
         f"- started {_when(meta.get('created_at'))}, wall time {wall / 60:.1f} min, "
         f"{meta.get('executor')} executor x{meta.get('parallel')}, {meta.get('planner')} planner",
         f"- metric: {metric} ({goal}), min_delta {spec.metric.min_delta:g}",
+        f"- trial code: {describe(meta.get('sandbox'))[1]}",
         "- decisions: " + evidence.describe(evidence.overview(trials, evidence.Rule.of(spec), best)),
     ]
     if spec.screening:

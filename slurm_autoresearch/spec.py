@@ -25,6 +25,16 @@ class TaskSection(_Section):
     eval: str | None = None
     holdout: str | None = None  # a second frozen evaluation for kept trials; the planner never sees it
     playbook: str | None = None
+    # The job's environment is an allowlist (jobenv.ALLOW); these reach it on purpose.
+    env: dict[str, str] = {}
+    pass_env: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = []
+
+    @model_validator(mode="after")
+    def _no_planner_key(self) -> TaskSection:
+        named = [k for k in [*self.pass_env, *self.env] if k.upper().startswith("ANTHROPIC_")]
+        if named:
+            raise ValueError(f"{named[0]} is the planner's key: trial code never gets ANTHROPIC_* variables")
+        return self
 
 
 class MetricSection(_Section):
@@ -111,7 +121,19 @@ class PlannerSection(_Section):
 class SurfaceSection(_Section):
     allow: Annotated[list[str], Field(min_length=1)]
     freeze: list[str] = []
+    hidden: list[str] = []  # frozen, and out of the training's reach: only the evaluation reads them
     max_file_kb: PositiveInt = 256
+
+
+class SandboxSection(_Section):
+    """Where trial code runs: bubblewrap (a PID namespace, a read-only filesystem but for the
+    worktree) when it works, or unprotected."""
+
+    mode: Literal["auto", "bwrap", "none"] = "auto"
+    network: bool = True
+    bwrap: str = "bwrap"  # the program, e.g. a path on a cluster without it on PATH
+    writable: list[str] = []  # absolute paths training may also write (a scratch dataset cache)
+    hide: list[str] | None = None  # absolute paths training may not read; None: jobenv's default list
 
 
 class ParamSpec(_Section):
@@ -287,6 +309,7 @@ class TaskSpec(_Section):
     early_stop: EarlyStopSection = EarlyStopSection()
     controller: ControllerSection = ControllerSection()
     tracking: TrackingSection = TrackingSection()
+    sandbox: SandboxSection = SandboxSection()
     search: SearchSection = SearchSection()
     ideas: list[IdeaSpec] = []
 

@@ -134,6 +134,7 @@ def status_document(
             "created_at": created,
             "ended_at": ended,
             "controller": {"host": holder.get("host"), "pid": holder.get("pid")} if holder else None,
+            "sandbox": meta.get("sandbox"),
         },
         "metric": {"name": meta.get("metric"), "goal": meta.get("goal")},
         "budget": {

@@ -91,14 +91,24 @@ class PathGlob:
 
 @dataclass(frozen=True)
 class EditSurface:
-    """The allow and freeze globs of a task, relative to its workdir."""
+    """The allow, freeze and hidden globs of a task, relative to its workdir; hidden files are
+    frozen too, and the training never reads them (the runner and the sandbox see to that)."""
 
     allow: tuple[PathGlob, ...]
     freeze: tuple[PathGlob, ...]
+    hidden: tuple[PathGlob, ...] = ()
 
     @classmethod
-    def parse(cls, allow: Iterable[str], freeze: Iterable[str]) -> EditSurface:
-        return cls(tuple(PathGlob.parse(p) for p in allow), tuple(PathGlob.parse(p) for p in freeze))
+    def parse(cls, allow: Iterable[str], freeze: Iterable[str], hidden: Iterable[str] = ()) -> EditSurface:
+        hide = tuple(PathGlob.parse(p) for p in hidden)
+        freeze_globs = tuple(PathGlob.parse(p) for p in freeze)
+        return cls(tuple(PathGlob.parse(p) for p in allow), freeze_globs + hide, hide)
+
+    def is_hidden(self, path: str) -> bool:
+        return any(g.matches(path) for g in self.hidden)
+
+    def hidden_among(self, paths: Iterable[str]) -> list[str]:
+        return sorted(p for p in paths if self.is_hidden(p))
 
     def is_frozen(self, path: str) -> bool:
         return any(g.matches(path) for g in self.freeze)

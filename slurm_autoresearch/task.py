@@ -156,7 +156,7 @@ def load_task(path: str | Path, overrides: list[str] | None = None) -> Task:
         raise TaskError(f"{source}: [task] workdir: {workdir!r} is not a directory in {repo}")
 
     try:
-        surface = EditSurface.parse(spec.surface.allow, spec.surface.freeze)
+        surface = EditSurface.parse(spec.surface.allow, spec.surface.freeze, spec.surface.hidden)
     except ValueError as exc:
         raise TaskError(f"{source}: [surface]: {exc}") from None
 
@@ -176,8 +176,9 @@ def load_task(path: str | Path, overrides: list[str] | None = None) -> Task:
         where = f"{workdir}/" if workdir != "." else repo.name
         for glob in surface.freeze:
             if not any(glob.matches(p) for p in tracked):
+                key = "hidden" if glob in surface.hidden else "freeze"
                 raise TaskError(
-                    f"{source}: [surface] freeze: {glob.pattern!r} matches no committed file in {where}; "
+                    f"{source}: [surface] {key}: {glob.pattern!r} matches no committed file in {where}; "
                     "commit the file or fix the glob"
                 )
         dirty = [p for p in ws.dirty_paths() if surface.is_allowed(p) or surface.is_frozen(p)]

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from . import sandbox
 from .evidence import describe
 
 _STYLE = {"keep": "bold green", "discard": "dim", "crash": "red", "rejected": "yellow"}
@@ -31,6 +32,8 @@ def print_status(doc: dict[str, Any], console: Console | None = None) -> None:
         f"started {started}, {budget['wall_seconds']['used'] / 60:.1f} min, "
         f"{run['executor']} x{run['parallel']}, {run['planner']} planner, dir {run['dir']}"
     )
+    protected, line = sandbox.describe(run.get("sandbox"))
+    console.print(line, style=None if protected else "bold red", markup=False)
     if run.get("watch"):
         style = "yellow" if "degraded" in run["watch"] else None
         console.print(f"jobs watched with {escape(run['watch'])}", style=style)

@@ -12,6 +12,7 @@ import git
 
 from .errors import EditError
 from .hypothesis import Edit
+from .jobenv import git_environ
 from .surface import EditSurface, safe_relpath
 
 # Commits made by ara carry this identity when the user has none configured (CI, fresh accounts).
@@ -25,8 +26,10 @@ _FALLBACK_IDENTITY = {
 
 def repo_toplevel(path: Path) -> Path | None:
     """The root of the git work tree containing path, or None when path is not inside one."""
+    g = git.Git(str(path))
+    g.update_environment(**git_environ())
     try:
-        out = git.Git(str(path)).rev_parse("--show-toplevel")
+        out = g.rev_parse("--show-toplevel")
     except (git.GitCommandError, git.NoSuchPathError, FileNotFoundError, NotADirectoryError):
         return None
     return Path(out).resolve()
@@ -73,7 +76,10 @@ class Workspace:
         self.surface = surface
         self.max_file_bytes = max_file_bytes
         self.repo = git.Repo(str(repo_root))
-        self._env = self._identity_env()
+        # No hook or repository-configured command runs in any git that ara starts: trial code
+        # without a sandbox could have written them, and the controller's environment is near.
+        self.repo.git.update_environment(**git_environ())
+        self._env = {**git_environ(), **self._identity_env()}
 
     def close(self) -> None:
         self.repo.close()
@@ -177,7 +183,9 @@ class Workspace:
     def diff(self, parent: str, commit: str) -> str:
         if parent == commit:
             return ""
-        return self.repo.git.diff(parent, commit, "--no-renames", strip_newline_in_stdout=False)
+        return self.repo.git.diff(
+            parent, commit, "--no-renames", "--no-ext-diff", "--no-textconv", strip_newline_in_stdout=False
+        )
 
     # -- branches ---------------------------------------------------------------------------
     def start(self, base: str) -> None:
@@ -215,7 +223,7 @@ class Workspace:
                 changed = self._stage_and_check(wt)
                 if not changed:
                     raise EditError("edits change nothing")
-                g = git.Git(str(wt))
+                g = self._git(wt)
                 g.execute(
                     ["git", "-c", "gc.auto=0", "commit", "-q", "--no-verify", "-m", message],
                     env=self._env,
@@ -234,7 +242,7 @@ class Workspace:
         """A commit merging `other` into `base` (two changes that each improved on a common parent).
         Raises EditError naming the conflicting files; the worktree is then gone again."""
         wt = self._add_worktree(trial_id, base)
-        g = git.Git(str(wt))
+        g = self._git(wt)
         try:
             g.execute(
                 ["git", "-c", "gc.auto=0", "merge", "-q", "--no-ff", "--no-verify", "-m", message, other],
@@ -249,6 +257,16 @@ class Workspace:
         self.repo.git.update_ref(self.trial_ref(trial_id), commit)
         changed = tuple(self.repo.git.diff("--name-only", "--no-renames", base, commit).split())
         return Materialized(wt, commit, self.diff(base, commit), changed)
+
+    @property
+    def git_dir(self) -> Path:
+        """The repository's own git directory (shared by every worktree): hooks, config, objects."""
+        return Path(self.repo.common_dir).resolve()
+
+    def _git(self, worktree: Path) -> git.Git:
+        g = git.Git(str(worktree))
+        g.update_environment(**self._env)
+        return g
 
     def contains(self, commit: str, ancestor: str) -> bool:
         """Whether `ancestor`'s change is already in `commit`."""
@@ -310,7 +328,7 @@ class Workspace:
         target.write_text(new, encoding="utf-8")
 
     def _stage_and_check(self, wt: Path) -> tuple[str, ...]:
-        g = git.Git(str(wt))
+        g = self._git(wt)
         g.add("-A")
         out = g.diff("--cached", "--name-only", "--no-renames", "-z", strip_newline_in_stdout=False)
         changed = [p for p in out.split("\0") if p]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 
@@ -74,13 +75,30 @@ def _make_bag(
     return (scale * x + shift).astype(np.float32)
 
 
-@functools.cache
-def _generate() -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """All bags (train then val), noisy train labels, clean val labels; ~0.3 s."""
-    rng = np.random.default_rng(SEED)
+DATA = Path(__file__).resolve().parent / "data"
+VAL_BAGS = DATA / "val_bags.npz"  # frozen: the val slides, without labels
+VAL_LABELS = DATA / "val_labels.npy"  # hidden: the answer key, which training never sees
+
+
+def _world(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stain centres, tissue clusters and the artefact direction: what train and val share."""
     protos = _prototypes(rng)
     tissue = rng.normal(scale=1.0, size=(N_TISSUE_TYPES, FEATURE_DIM))
     artefact = 3.5 * _unit(rng.normal(size=FEATURE_DIM))
+    return protos, tissue, artefact
+
+
+@functools.cache
+def _generate() -> tuple[list[np.ndarray], np.ndarray]:
+    """The train bags and their noisy labels; ~0.3 s.
+
+    The stream still draws the 240 slides that were once the val split, so the train data stays
+    the one every figure in the README was measured on; they are thrown away. The val split
+    lives in data/ (see make_val), drawn from a seed nobody kept, so its labels cannot be
+    regenerated from this file.
+    """
+    rng = np.random.default_rng(SEED)
+    protos, tissue, artefact = _world(rng)
     n = N_TRAIN + N_VAL
     labels = rng.choice(NUM_CLASSES, size=n, p=CLASS_PRIORS)
     bags = [_make_bag(rng, int(y), protos, tissue, artefact) for y in labels]
@@ -90,7 +108,14 @@ def _generate() -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     # A flipped label goes to a uniformly chosen *other* class.
     offsets = rng.integers(1, NUM_CLASSES, size=N_TRAIN)
     noisy[flip] = (noisy[flip] + offsets[flip]) % NUM_CLASSES
-    return bags, noisy.astype(np.int64), labels[N_TRAIN:].astype(np.int64)
+    return bags[:N_TRAIN], noisy.astype(np.int64)
+
+
+@functools.cache
+def _val_bags() -> list[np.ndarray]:
+    with np.load(VAL_BAGS) as data:
+        flat, ends = data["instances"].astype(np.float32), data["ends"]
+    return np.split(flat, ends[:-1])
 
 
 def load_split(split: str) -> tuple[list[np.ndarray], np.ndarray | None]:
@@ -100,15 +125,37 @@ def load_split(split: str) -> tuple[list[np.ndarray], np.ndarray | None]:
     20 <= n_instances_i <= 200, in a fixed order. labels: int64 array [n_bags] of class
     indices (with ~10% label noise) for "train"; None for "val" (see load_val_labels).
     """
-    bags, train_labels, _ = _generate()
     # Copies, so a caller that edits arrays in place cannot corrupt the cached data.
     if split == "train":
-        return [b.copy() for b in bags[:N_TRAIN]], train_labels.copy()
+        bags, labels = _generate()
+        return [b.copy() for b in bags], labels.copy()
     if split == "val":
-        return [b.copy() for b in bags[N_TRAIN:]], None
+        return [b.copy() for b in _val_bags()], None
     raise ValueError(f"unknown split {split!r}; expected 'train' or 'val'")
 
 
 def load_val_labels() -> np.ndarray:
-    """Clean int64 val labels [N_VAL]; only evaluate.py may call this."""
-    return _generate()[2].copy()
+    """Clean int64 val labels [N_VAL]: the hidden answer key, readable only by evaluate.py."""
+    return np.load(VAL_LABELS).astype(np.int64)
+
+
+def make_val() -> None:
+    """Write data/: N_VAL fresh slides from the same world, drawn with a random seed that is not
+    kept (run once; the labels are then known only to the hidden file)."""
+    rng = np.random.default_rng(SEED)
+    protos, tissue, artefact = _world(rng)
+    secret = np.random.default_rng()  # OS entropy
+    labels = secret.choice(NUM_CLASSES, size=N_VAL, p=CLASS_PRIORS)
+    bags = [_make_bag(secret, int(y), protos, tissue, artefact) for y in labels]
+    DATA.mkdir(exist_ok=True)
+    ends = np.cumsum([len(b) for b in bags])
+    np.savez_compressed(VAL_BAGS, instances=np.concatenate(bags).astype(np.float16), ends=ends)
+    np.save(VAL_LABELS, labels.astype(np.int64))
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--make-val"]:
+        sys.exit("usage: python prepare.py --make-val  (writes data/; the shipped files are the val split)")
+    make_val()

@@ -37,6 +37,15 @@ class JobSpec:
     title: str = ""  # the hypothesis's title: the W&B run's notes
     fidelity: str = "full"  # "screen" or "full": the W&B run's job type
     wandb: WandbMode = "offline"  # [tracking] wandb
+    pass_env: list[str] = field(default_factory=list)  # [task] pass_env: names passed on purpose
+    hidden: list[str] = field(default_factory=list)  # workdir-relative files only the evaluation reads
+    sandbox: str = "none"  # [sandbox] mode, resolved by the runner on the node that runs the job
+    bwrap: str = "bwrap"
+    network: bool = True
+    hide: list[str] | None = None  # masked paths; None: sandbox.DEFAULT_HIDE
+    writable: list[str] = field(default_factory=list)
+    repo: str = ""  # the user's checkout: its hidden files are masked as well
+    git_dir: str = ""  # the repository's git directory, out of the training's reach
 
     @property
     def cwd(self) -> Path:
@@ -47,7 +56,8 @@ class JobSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:
-        return cls(**data)
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..jobenv import job_environ
 from ..monitor import tail
 from ..outcome import JobState, Outcome
 from ..rundir import process_start, write_json
@@ -87,7 +88,9 @@ class LocalExecutor:
         while self._queue and len(self._running) < self.capacity:
             spec = self._queue.popleft()
             gpus = tuple(self._free_gpus()[: self.gpus_per_job])
-            env = dict(os.environ)
+            # The runner starts from the allowlist too: its /proc/<pid>/environ is readable by
+            # training code that has no sandbox.
+            env = job_environ(os.environ, spec.pass_env)
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
             trial_dir = Path(spec.trial_dir)
             with (trial_dir / "runner.log").open("ab") as err:

@@ -22,9 +22,11 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from ..jobenv import job_environ
 from ..monitor import diagnose, tail
 from ..outcome import JobState, Outcome
 from ..rundir import write_json
+from ..sandbox import DEFAULT_HIDE, PROTECTED, Room, clean_python_env, descendants, resolve
 from ..surface import frozen_changes, sha256_file
 from ..tracking import wandb_env
 from .base import JOB_FILE, JobSpec
@@ -33,14 +35,17 @@ LOG_FILE = "train.log"
 OUTCOME_FILE = "outcome.json"
 METRICS_FILE = "metrics.json"
 HOLDOUT_FILE = "holdout.json"
+EVAL_LOG = "eval.log"  # the evaluation's own output: the only stream its metric block is read from
+EVAL_ROOM = "eval-room"  # the evaluation's scratch: its metrics file, bootstrap and bytecode cache
 _KILL_GRACE_S = 5.0
 Finish = Callable[..., Outcome]
 _BLOCK_LINE = re.compile(r"^\s*([A-Za-z_][\w./-]*)\s*:\s*(\S+)\s*$")
 
 
 def trial_env(spec: JobSpec, base: Mapping[str, str]) -> dict[str, str]:
-    """The job's environment: never any ANTHROPIC_* secret, since model-written code runs here."""
-    env = {k: v for k, v in base.items() if not k.startswith(("ANTHROPIC_", "ARA_"))}
+    """The job's environment: the allowlisted part of the node's, what the task passes on purpose,
+    and ara's own variables; model-written code runs here, so never a secret it did not ask for."""
+    env = job_environ(base, spec.pass_env, {k: v for k, v in spec.env.items() if not k.startswith("ARA_")})
     trial_dir = Path(spec.trial_dir)
     env.update(
         wandb_env(
@@ -53,7 +58,6 @@ def trial_env(spec: JobSpec, base: Mapping[str, str]) -> dict[str, str]:
             mode=spec.wandb,
         )
     )
-    env.update({k: v for k, v in spec.env.items() if not k.startswith(("ANTHROPIC_", "ARA_"))})
     env.update(
         ARA_TRIAL_ID=spec.trial_id,
         ARA_RUN_DIR=spec.run_dir,
@@ -65,7 +69,7 @@ def trial_env(spec: JobSpec, base: Mapping[str, str]) -> dict[str, str]:
     if spec.gpus == 0:
         env["CUDA_VISIBLE_DEVICES"] = ""  # a trial that asked for no GPU sees none, whatever the node has
     # `python` in the task's command means the interpreter running this runner, as validated.
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "/usr/bin:/bin")])
     return env
 
 
@@ -112,6 +116,11 @@ class Runner:
         self.stop: tuple[JobState, str] | None = None
         self.child: subprocess.Popen[bytes] | None = None
         self.shell = shutil.which("bash") or "/bin/sh"
+        self.hidden = set(spec.hidden)
+        # Frozen files training may see; hidden ones are out of its worktree until the evaluation.
+        self.watched = {rel: h for rel, h in spec.frozen.items() if rel not in self.hidden}
+        self.room: Room | None = None
+        self.sandbox = ""
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         # Slurm sends USR2 ahead of the time limit (--signal); TERM and INT are cancels.
@@ -120,20 +129,28 @@ class Runner:
         elif self.stop is None:
             self.stop = (JobState.CANCELLED, f"cancelled ({signal.Signals(signum).name})")
         if self.child and self.child.poll() is None:
-            signal_group(self.child.pid, signal.SIGTERM)
+            self._signal(self.child.pid, signal.SIGTERM)
+
+    def _signal(self, pid: int, sig: int) -> None:
+        """The command's processes: inside a room, SIGTERM goes to every process in it (bwrap
+        itself would die of it and take them down at once, with no time to save anything)."""
+        if self.room is not None and sig == signal.SIGTERM:
+            for inner in descendants(pid):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(inner, sig)
+            return
+        signal_group(pid, sig)
 
     def _note(self, text: str) -> None:
         with self.log.open("a", encoding="utf-8") as fh:
             fh.write(f"[ara] {text}\n")
 
     def _run(
-        self, command: str, deadline: float, env: dict[str, str]
+        self, argv: list[str], deadline: float, env: dict[str, str], out: Path | None = None
     ) -> tuple[int | None, tuple[JobState, str] | None]:
-        with self.log.open("ab") as fh:
+        with (out or self.log).open("ab") as fh:
             self.child = subprocess.Popen(
-                command,
-                shell=True,
-                executable=self.shell,
+                argv,
                 cwd=self.spec.cwd,
                 env=env,
                 stdout=fh,
@@ -146,7 +163,8 @@ class Runner:
             try:
                 code = child.wait(timeout=0.2)
                 # Background processes the command left behind could touch files during the
-                # evaluation: the step's process group ends with it.
+                # evaluation: the step's process group ends with it (in a room, the PID
+                # namespace already took every one of them down with its first process).
                 signal_group(child.pid, signal.SIGKILL)
                 # A cancel forwards SIGTERM to the command, which then exits "normally".
                 return code, self.stop
@@ -156,7 +174,7 @@ class Runner:
             if stop is None and time.monotonic() > deadline:
                 stop = (JobState.TIMEOUT, f"over the {self.spec.time_limit_s:.0f} s limit")
             if stop:
-                signal_group(child.pid, signal.SIGTERM)
+                self._signal(child.pid, signal.SIGTERM)
                 try:
                     child.wait(timeout=_KILL_GRACE_S)
                 except subprocess.TimeoutExpired:
@@ -164,6 +182,42 @@ class Runner:
                     child.wait()
                 signal_group(child.pid, signal.SIGKILL)  # stragglers that left the shell behind
                 return None, stop
+
+    def _room(self) -> str:
+        """Set up the sandbox this job asked for; the reason it cannot when [sandbox] mode = "bwrap"."""
+        spec = self.spec
+        used, why = resolve(spec.sandbox, spec.bwrap)
+        self.sandbox = used
+        if used != PROTECTED:
+            if spec.sandbox == PROTECTED:
+                return f'[sandbox] mode = "bwrap", but {why}'
+            self._note(f"sandbox: none ({why}): the metric is NOT protected from the trial's code")
+            return ""
+        real = lambda p: Path(os.path.realpath(p))  # noqa: E731 - bwrap mounts on real paths only
+        checkout = real(Path(spec.repo) / spec.workdir) if spec.repo else None
+        self.room = Room(
+            program=shutil.which(spec.bwrap) or spec.bwrap,
+            worktree=real(spec.worktree),
+            cwd=real(spec.cwd),
+            trial_dir=real(self.trial_dir),
+            runs=real(Path(spec.run_dir).parent),
+            git_dir=real(spec.git_dir) if spec.git_dir else None,
+            checkout_hidden=tuple(checkout / rel for rel in spec.hidden) if checkout else (),
+            hide=tuple(DEFAULT_HIDE if spec.hide is None else spec.hide),
+            writable=tuple(spec.writable),
+            network=spec.network,
+            home=self.env.get("HOME", os.path.expanduser("~")),
+        )
+        net = "" if spec.network else ", no network"
+        self._note(f"sandbox: bwrap (own PID namespace, writes only its worktree{net})")
+        return ""
+
+    def _hide_answer_key(self) -> None:
+        """Hidden files leave the worktree while training runs (the pristine copies return for the
+        evaluation and leave again after it)."""
+        for rel in self.hidden:
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                (self.spec.cwd / rel).unlink()
 
     def run(self) -> Outcome:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2):
@@ -187,6 +241,7 @@ class Runner:
             frozen: list[str] | None = None,
             holdout: dict[str, float] | None = None,
         ) -> Outcome:
+            self._hide_answer_key()
             elapsed = time.monotonic() - started
             maxrss_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
             log_tail = tail(self.log)
@@ -218,6 +273,7 @@ class Runner:
                 started_at=started_at,
                 ended_at=time.time(),
                 holdout=holdout or {},
+                sandbox=self.sandbox,
             )
             write_json(self.trial_dir / OUTCOME_FILE, outcome.to_dict())
             return outcome
@@ -225,13 +281,17 @@ class Runner:
         root = self.spec.cwd
         if not root.is_dir():  # the machinery's fault, not the trial's: LOST is retried
             return finish(JobState.LOST, f"worktree {root} is missing")
-        changed = frozen_changes(root, self.spec.frozen)
+        refused = self._room()
+        if refused:
+            return finish(JobState.FAILED, refused)
+        changed = frozen_changes(root, self.watched)
         if changed:
             return finish(
                 JobState.TAMPERED, f"frozen files differ before the job: {', '.join(changed)}", frozen=changed
             )
+        self._hide_answer_key()
         self._note(f"$ {self.spec.command}  (ARA_STEPS={self.spec.steps}, ARA_SEED={self.spec.seed})")
-        failed = self._step("command", self.spec.command, deadline, finish, self.train_env)
+        failed = self._step("command", self._argv(self.spec.command), deadline, finish, self.train_env)
         if failed:
             return failed
         if not self.spec.eval:  # the task's contract: the command itself reports the metric
@@ -255,21 +315,52 @@ class Runner:
         outcome = finish(JobState.COMPLETED, exit_code=0, metrics=metrics, holdout=holdout)
         return outcome
 
+    def _argv(self, command: str, evaluation: tuple[Path, Path] | None = None) -> list[str]:
+        argv = [self.shell, "-c", command]
+        if self.room is None:
+            return argv
+        if evaluation:
+            return self.room.evaluation(argv, *evaluation)
+        return self.room.training(argv)
+
     def _evaluate(
         self, what: str, command: str, path: Path, deadline: float, finish: Finish
     ) -> tuple[dict[str, float], Outcome | None]:
-        """A frozen evaluation, run from the pristine copies of the frozen files."""
-        path.unlink(missing_ok=True)
+        """A frozen evaluation in a clean room: the pristine frozen files in place and first on the
+        import path, the worktree read-only (in a sandbox), its metric read from its own output
+        stream or the metrics file in its own scratch folder, which nothing else can reach."""
         broken = self._restore_pristine()
         if broken:
             return {}, finish(JobState.TAMPERED, broken)
+        scratch = self.trial_dir / EVAL_ROOM
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
+        out = scratch / METRICS_FILE
+        path.unlink(missing_ok=True)
+        pristine = Path(self.spec.pristine) if self.spec.pristine else scratch / "frozen"
+        pristine.mkdir(exist_ok=True)
+        env = clean_python_env(
+            dict(self.env, ARA_METRICS_PATH=str(out)),
+            pristine,
+            scratch,
+            self.spec.cwd,
+            list(self.spec.frozen),
+        )
         self._note(f"$ {command}  ({what}, frozen)")
-        offset = self.log.stat().st_size
-        env = dict(self.env, ARA_METRICS_PATH=str(path))
-        failed = self._step(what, command, deadline, finish, env)
+        stream = self.trial_dir / EVAL_LOG
+        stream.unlink(missing_ok=True)
+        room = (Path(os.path.realpath(pristine)), Path(os.path.realpath(scratch)))
+        code, stop = self._run(self._argv(command, room), deadline, env, out=stream)
+        output = _read_from(stream, 0) if stream.exists() else ""
+        with self.log.open("a", encoding="utf-8") as fh:
+            fh.write(output)
+        failed = self._judge(what, code, stop, finish)
         if failed:
             return {}, failed
-        return read_metrics(path, _read_from(self.log, offset)), None
+        metrics = read_metrics(out, output)
+        if out.exists():
+            shutil.copyfile(out, path)
+        return metrics, None
 
     def _restore_pristine(self) -> str:
         """Put the run's own copies of the frozen files in place (whatever the training left there,
@@ -282,6 +373,8 @@ class Runner:
             if source.is_symlink() or not source.is_file() or sha256_file(source) != expected:
                 return f"the run's pristine copy of {rel} does not match its recorded hash"
             target = self.spec.cwd / rel
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)  # training put a directory where a frozen file belongs
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.ara-pristine")
             shutil.copyfile(source, tmp)
@@ -289,13 +382,18 @@ class Runner:
         return ""
 
     def _step(
-        self, what: str, command: str, deadline: float, finish: Finish, env: dict[str, str]
+        self, what: str, argv: list[str], deadline: float, finish: Finish, env: dict[str, str]
     ) -> Outcome | None:
         """Run one command; the failed outcome when it did not succeed or touched a frozen file."""
-        code, stop = self._run(command, deadline, env)
+        code, stop = self._run(argv, deadline, env)
+        return self._judge(what, code, stop, finish)
+
+    def _judge(
+        self, what: str, code: int | None, stop: tuple[JobState, str] | None, finish: Finish
+    ) -> Outcome | None:
         if stop:
             return finish(stop[0], f"{what}: {stop[1]}")
-        changed = frozen_changes(self.spec.cwd, self.spec.frozen)
+        changed = frozen_changes(self.spec.cwd, self.watched)
         if changed:
             reason = f"frozen files changed during the {what}: {', '.join(changed)}"
             return finish(JobState.TAMPERED, reason, exit_code=code, frozen=changed)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import signal
 import subprocess
 import tempfile
@@ -18,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..jobenv import exported, job_environ
 from ..monitor import diagnose, tail
 from ..outcome import JobState, Outcome
 from .base import JobSpec, JobUpdate
@@ -190,8 +192,11 @@ class SlurmExecutor:
         # The comment names the trials in array order: a controller that died before recording the
         # ids finds them again with squeue (or sacct, where job comments are stored).
         executor.update_parameters(**self.params, comment="ara:" + ",".join(s.trial_id for s in chunk))
-        # A controller that is itself a Slurm job must not hand its SLURM_* settings to the trials.
-        with submitit.helpers.clean_env():
+        # sbatch exports its own environment into the job: the allowlist and the names the task
+        # passes, never the login shell's secrets. A controller that is itself a Slurm job must
+        # not hand its SLURM_* settings to the trials either.
+        names = sorted({name for spec in chunk for name in spec.pass_env})
+        with exported(job_environ(os.environ, names)), submitit.helpers.clean_env():
             handles = executor.map_array(run_trial, [spec.trial_dir for spec in chunk])
         now = self.clock()
         for spec, handle in zip(chunk, handles, strict=True):

@@ -1,0 +1,211 @@
+"""bubblewrap rooms for trial code: one for training, a clean one for the frozen evaluation."""
+
+from __future__ import annotations
+
+import functools
+import glob
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+# Paths where credentials usually live; masked in every room when they exist (files read as
+# empty, directories as empty). The munge socket is there so trial code cannot submit or cancel
+# Slurm jobs that would outlive its own.
+DEFAULT_HIDE = (
+    "~/.ssh",
+    "~/.gnupg",
+    "~/.aws",
+    "~/.azure",
+    "~/.config/gcloud",
+    "~/.kube",
+    "~/.docker",
+    "~/.netrc",
+    "~/.git-credentials",
+    "~/.pypirc",
+    "~/.config/gh",
+    "~/.anthropic",
+    "~/.config/anthropic",
+    "~/.local/share/keyrings",
+    "/run/munge",
+    "/var/run/munge",
+)
+# Accelerators and fast interconnects: bound as devices into the room's otherwise minimal /dev.
+_DEVICES = ("/dev/nvidia*", "/dev/nvidia-caps", "/dev/dri", "/dev/kfd", "/dev/infiniband")
+PROTECTED = "bwrap"
+UNPROTECTED = "none"
+
+
+@functools.cache
+def probe(program: str = "bwrap") -> str:
+    """'' when bubblewrap can make a room here (as this user, with a PID namespace); else why not."""
+    path = shutil.which(program)
+    if not path:
+        return f"{program} is not installed (Debian/Ubuntu: apt install bubblewrap)"
+    try:
+        proc = subprocess.run(
+            [
+                path,
+                "--ro-bind",
+                "/",
+                "/",
+                "--dev",
+                "/dev",
+                "--proc",
+                "/proc",
+                "--unshare-pid",
+                "--die-with-parent",
+                "--new-session",
+                "true",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+            env={"PATH": "/usr/bin:/bin"},
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{program} did not start: {exc}"
+    if proc.returncode != 0:
+        why = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        return f"{program} cannot make a sandbox here ({why}); unprivileged user namespaces may be off"
+    return ""
+
+
+def resolve(mode: str, program: str = "bwrap") -> tuple[str, str]:
+    """(PROTECTED or UNPROTECTED, why) for a [sandbox] mode on this machine; 'bwrap' that cannot
+    work is (UNPROTECTED, why) too, and the caller refuses to run."""
+    if mode == UNPROTECTED:
+        return UNPROTECTED, '[sandbox] mode = "none"'
+    why = probe(program)
+    return (UNPROTECTED, why) if why else (PROTECTED, "")
+
+
+def describe(info: dict[str, object] | None) -> tuple[bool, str]:
+    """(protected, one line) for the `sandbox` a run recorded: what status and reports say."""
+    if not info:
+        return False, "the metric is NOT protected: this run predates sandboxing"
+    if info.get("used") == PROTECTED:
+        net = "" if info.get("network", True) else ", no network"
+        return True, f"trial code runs in a bwrap sandbox (own PID namespace, writes only its worktree{net})"
+    return False, f"the metric is NOT protected: trial code runs without a sandbox ({info.get('why', '')})"
+
+
+def _expand(path: str, home: str) -> Path:
+    return Path(home + path[1:] if path.startswith("~") else path)
+
+
+def _under(path: Path, parent: Path) -> bool:
+    return path == parent or path.is_relative_to(parent)
+
+
+@dataclass(frozen=True)
+class Room:
+    """What a trial's rooms show. Later binds cover earlier ones: the whole filesystem read-only,
+    then masks (the run directories, the repository's git directory, hidden files, credentials),
+    then what may be written."""
+
+    program: str
+    worktree: Path
+    cwd: Path
+    trial_dir: Path
+    runs: Path  # the run root's runs/ folder: every run's ledger, pristine copies and worktrees
+    git_dir: Path | None  # the repository's (common) git directory
+    checkout_hidden: tuple[Path, ...]  # hidden files where the user's checkout has them
+    hide: tuple[str, ...]
+    writable: tuple[str, ...]
+    network: bool
+    home: str
+
+    def _base(self) -> list[str]:
+        args = [self.program, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+        for pattern in _DEVICES:
+            for dev in sorted(glob.glob(pattern)):
+                args += ["--dev-bind", dev, dev]
+        args += ["--unshare-pid", "--die-with-parent", "--new-session"]
+        if not self.network:
+            args.append("--unshare-net")
+        masks = [self.runs] + ([self.git_dir] if self.git_dir else []) + list(self.checkout_hidden)
+        masks += [_expand(p, self.home) for p in self.hide]
+        seen: set[Path] = set()
+        for mask in masks:
+            if not os.path.lexists(mask):
+                continue
+            path = Path(os.path.realpath(mask))  # bwrap mounts on real paths, never through a link
+            if path in seen or _under(path, Path("/tmp")):
+                continue  # /tmp is the room's own already
+            seen.add(path)
+            if path.is_dir() and not path.is_symlink():
+                args += ["--tmpfs", str(path)]
+            else:
+                args += ["--ro-bind", "/dev/null", str(path)]
+        return args
+
+    def training(self, argv: list[str]) -> list[str]:
+        """Training writes its worktree (not the git link in it), its W&B folder, /tmp and /dev/shm."""
+        args = self._base()
+        args += ["--bind", str(self.worktree), str(self.worktree)]
+        if (self.worktree / ".git").is_file():
+            args += ["--ro-bind", str(self.worktree / ".git"), str(self.worktree / ".git")]
+        # The trial directory reads as empty and writable (W&B checks that it may write there);
+        # only its wandb/ folder outlives the room.
+        wandb = self.trial_dir / "wandb"
+        wandb.mkdir(parents=True, exist_ok=True)
+        args += ["--tmpfs", str(self.trial_dir), "--bind", str(wandb), str(wandb)]
+        for path in self.writable:
+            target = _expand(path, self.home)
+            if target.exists():
+                args += ["--bind", str(target), str(target)]
+        return [*args, "--chdir", str(self.cwd), "--", *argv]
+
+    def evaluation(self, argv: list[str], pristine: Path, scratch: Path) -> list[str]:
+        """The evaluation reads the worktree (read-only) and the pristine copies, and writes only
+        `scratch` (its metrics file) and its own /tmp."""
+        args = self._base()
+        args += ["--ro-bind", str(self.worktree), str(self.worktree)]
+        args += ["--ro-bind", str(pristine), str(pristine), "--bind", str(scratch), str(scratch)]
+        return [*args, "--chdir", str(self.cwd), "--", *argv]
+
+
+def clean_python_env(
+    env: dict[str, str], pristine: Path, scratch: Path, cwd: Path, frozen: list[str]
+) -> dict[str, str]:
+    """Python settings of the evaluation: the pristine frozen files first on the import path, the
+    worktree last (its modules are found, but never before the standard library's or a frozen
+    one), the script's own directory not prepended, no bytecode cache that training wrote."""
+    dirs = sorted({Path(rel).parent.as_posix() for rel in frozen if rel.endswith(".py")} | {"."})
+    views = [pristine / d for d in dirs]
+    tail = [cwd / d for d in dirs]
+    boot = scratch / "boot"
+    boot.mkdir(parents=True, exist_ok=True)
+    # sitecustomize runs after site-packages are on sys.path, so the worktree lands after them.
+    (boot / "sitecustomize.py").write_text(
+        "import sys\nsys.path.extend(" + repr([os.path.normpath(p) for p in tail]) + ")\n", encoding="utf-8"
+    )
+    out = {k: v for k, v in env.items() if not k.startswith("PYTHON")}
+    out.update(
+        PYTHONSAFEPATH="1",
+        PYTHONNOUSERSITE="1",
+        PYTHONDONTWRITEBYTECODE="1",
+        PYTHONPYCACHEPREFIX=str(scratch / "pycache"),
+        PYTHONPATH=os.pathsep.join([str(boot)] + [os.path.normpath(v) for v in views]),
+        PYTHONUNBUFFERED="1",
+    )
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (through /proc/<pid>/task/*/children), deepest last."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for task in glob.glob(f"/proc/{parent}/task/*/children"):
+            try:
+                kids = [int(x) for x in Path(task).read_text().split()]
+            except (OSError, ValueError):
+                continue
+            found += kids
+            todo += kids
+    return found
