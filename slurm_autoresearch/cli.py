@@ -65,6 +65,22 @@ def init(directory: Path, name: str | None, command: str | None, metric: str, go
     click.echo("next: edit [metric] and [surface] in task.toml, commit, then `ara submit task.toml`")
 
 
+def _say_protection(rundir: RunDir) -> None:
+    """One line on how trial code is contained; loud (stderr, red) when the metric is not protected."""
+    from .ledger import Ledger
+    from .sandbox import describe
+
+    ledger = Ledger.open(rundir.ledger, readonly=True)
+    try:
+        protected, line = describe(ledger.meta().get("sandbox"))
+    finally:
+        ledger.close()
+    if protected:
+        click.echo(line)
+    else:
+        click.secho(f"WARNING: {line}", fg="red", bold=True, err=True)
+
+
 @main.command()
 @click.argument("task_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--check", is_flag=True, help="Validate the task and exit; creates nothing.")
@@ -92,9 +108,22 @@ def submit(task_file: Path, check: bool, overrides: tuple[str, ...], detach: boo
             f"{spec.budget.trials} trials x {spec.budget.steps} steps, {task.executor} executor, "
             f"{task.planner} planner, {task.summarizer} summarizer"
         )
+        from .sandbox import resolve
+
+        used, why = resolve(spec.sandbox.mode, spec.sandbox.bwrap)
+        if used == "bwrap":
+            click.echo("trial code: bwrap sandbox")
+        else:
+            click.secho(
+                f"WARNING: trial code runs without a sandbox ({why}): the metric is NOT protected",
+                fg="red",
+                bold=True,
+                err=True,
+            )
         return
     rundir = create_run(task, time.time())
     click.echo(f"run id: {rundir.run_id}")
+    _say_protection(rundir)
     if spec.controller.where == "slurm":
         from .controller_job import submit_controller
 

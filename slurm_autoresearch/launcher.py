@@ -20,6 +20,7 @@ from .errors import UsageError
 from .evidence import Rule
 from .executors import Executor, LocalExecutor
 from .executors.slurm import SlurmExecutor, slurm_parameters
+from .jobenv import hide_own_environ
 from .ledger import Ledger
 from .llm import LLM
 from .monitor import Monitor
@@ -177,6 +178,9 @@ def open_run(
     echo: Echo = print,
 ) -> Controller:
     """Take the run's lock (a stale one is taken over) and build its controller from the ledger."""
+    # The controller holds the planner's key in the environment it was started with, which
+    # /proc/<pid>/environ shows to every process of the same user, trial code included.
+    hide_own_environ()
     task = task or task_of(rundir)
     rundir.acquire()
     rundir.stop_path.unlink(missing_ok=True)  # a stopped run that is resumed goes on

@@ -19,6 +19,7 @@ from .evidence import noise, steps_of, values
 from .executors.base import JobSpec
 from .hypothesis import Hypothesis
 from .outcome import JobState, Outcome
+from .sandbox import UNPROTECTED
 from .trial import Decision, Trial, TrialKind, TrialState
 
 if TYPE_CHECKING:
@@ -69,8 +70,20 @@ class Referee:
             job_ended_at=outcome.ended_at,
             finished_at=ctl.clock(),
         )
+        if outcome.sandbox == UNPROTECTED:
+            self._unprotected(trial, outcome)
         ctl.ws.release(trial.id)  # the job is over; a promotion or re-run gets its own worktree
         self.judge(trial, outcome)
+
+    def _unprotected(self, trial: Trial, outcome: Outcome) -> None:
+        """A trial that ran without a sandbox where the run expected one (another node, no bwrap):
+        the run's protection becomes "none", which status and reports then say."""
+        info = self.ctl.ledger.meta().get("sandbox") or {}
+        if info.get("used") == UNPROTECTED:
+            return
+        why = f"{trial.id} ran without one on {outcome.node or 'its node'}"
+        self.ctl.ledger.set_meta(sandbox={**info, "used": UNPROTECTED, "why": why})
+        self.ctl.log(f"WARNING: {why}: the metric is NOT protected")
 
     def outcome_of(self, trial: Trial) -> Outcome:
         """A measured trial's outcome: its outcome.json, else what the ledger recorded of it."""

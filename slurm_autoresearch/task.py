@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from . import sandbox
 from .errors import TaskError
 from .spec import TaskSpec, format_validation_error
 from .surface import EditSurface, safe_relpath
@@ -195,6 +196,10 @@ def load_task(path: str | Path, overrides: list[str] | None = None) -> Task:
     planner = _resolve_model_role(source, "planner", spec.run.planner, "offline")
     summarizer = _resolve_model_role(source, "summarizer", spec.run.summarizer, "rules")
     _check_prices(source, spec, {"planner": planner, "summarizer": summarizer})
+    if spec.sandbox.mode == "bwrap":
+        why = sandbox.probe(spec.sandbox.bwrap)
+        if why:
+            raise TaskError(f'{source}: [sandbox] mode = "bwrap": {why}; install it or set mode = "auto"')
     executor = _resolve_executor(source, spec)
     if executor == "slurm":
         _check_slurm(source, spec)

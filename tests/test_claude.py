@@ -87,7 +87,7 @@ def test_api_key_never_reaches_the_run_directory_or_the_trial(toy_repo: Path, fa
     path.write_text(
         path.read_text().replace(
             'command = "python train.py"',
-            'command = "env > $ARA_RUN_DIR/trials/$ARA_TRIAL_ID/env.txt; python train.py"',
+            'command = "env && (cat /proc/$PPID/environ /proc/*/environ || true) && python train.py"',
         )
     )
     fake_claude.push(
@@ -97,11 +97,13 @@ def test_api_key_never_reaches_the_run_directory_or_the_trial(toy_repo: Path, fa
     controller, ledger = _run(path)
     ledger.close()
     files = [p for p in controller.rundir.path.rglob("*") if p.is_file()]
-    assert any(p.name == "env.txt" for p in files) and len(files) > 20
+    logs = [p for p in files if p.name == "train.log"]
+    # The training printed its environment (and every one it could read) into its log.
+    assert logs and all(b"ARA_TRIAL_ID=" in p.read_bytes() for p in logs) and len(files) > 20
     for p in files:
         data = p.read_bytes()
         assert API_KEY.encode() not in data, p
-        assert b"ANTHROPIC_" not in data or p.name != "env.txt", p
+        assert b"ANTHROPIC_" not in data or p.name != "train.log", p
 
 
 HOSTILE: list[tuple[str, Any, str]] = [

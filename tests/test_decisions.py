@@ -21,6 +21,7 @@ from slurm_autoresearch.launcher import launch
 from slurm_autoresearch.ledger import Ledger
 from slurm_autoresearch.planners.base import history
 from slurm_autoresearch.rundir import RunDir
+from slurm_autoresearch.sandbox import probe
 from slurm_autoresearch.spec import TaskSpec
 from slurm_autoresearch.status import status_document
 from slurm_autoresearch.task import load_task, read_spec
@@ -222,8 +223,9 @@ TAMPER_IDEAS = _ideas(
 )
 
 
-def test_tampering_trials_are_rejected_as_tampered(toy_repo: Path) -> None:
-    path = write_task(toy_repo, TAMPER_IDEAS, trials=4, parallel=1)
+@pytest.mark.parametrize("sandbox", ["none", "auto"])
+def test_tampering_trials_are_rejected_as_tampered(toy_repo: Path, sandbox: str) -> None:
+    path = write_task(toy_repo, TAMPER_IDEAS + f'\n[sandbox]\nmode = "{sandbox}"\n', trials=4, parallel=1)
     rundir, trials, _ = _run(path)
     by = {t.title: t for t in trials}
     for title, why in [
@@ -231,6 +233,11 @@ def test_tampering_trials_are_rejected_as_tampered(toy_repo: Path) -> None:
         ("write my own metrics", "the training wrote its own metrics file"),
         ("through a symlink", "frozen files changed during the command: evaluate.py"),
     ]:
+        if title == "write my own metrics" and sandbox == "auto" and not probe():
+            # In the sandbox the trial folder is not writable: the file never lands, and the
+            # trial is measured by the evaluation alone (no better than its parent).
+            assert by[title].decision is Decision.DISCARD and by[title].metric == by["baseline"].metric
+            continue
         assert by[title].decision is Decision.REJECTED, (title, by[title].reason)
         assert by[title].reason.startswith("tampered: ") and why in by[title].reason, by[title].reason
         assert by[title].metric is None

@@ -26,7 +26,7 @@ from ..jobenv import job_environ
 from ..monitor import diagnose, tail
 from ..outcome import JobState, Outcome
 from ..rundir import write_json
-from ..sandbox import DEFAULT_HIDE, PROTECTED, Room, clean_python_env, descendants, resolve
+from ..sandbox import DEFAULT_HIDE, PROTECTED, Room, clean_python_env, descendants, locate, resolve
 from ..surface import frozen_changes, sha256_file
 from ..tracking import wandb_env
 from .base import JOB_FILE, JobSpec
@@ -196,7 +196,7 @@ class Runner:
         real = lambda p: Path(os.path.realpath(p))  # noqa: E731 - bwrap mounts on real paths only
         checkout = real(Path(spec.repo) / spec.workdir) if spec.repo else None
         self.room = Room(
-            program=shutil.which(spec.bwrap) or spec.bwrap,
+            program=locate(spec.bwrap) or spec.bwrap,
             worktree=real(spec.worktree),
             cwd=real(spec.cwd),
             trial_dir=real(self.trial_dir),
