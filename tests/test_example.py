@@ -65,8 +65,8 @@ _real.loads = _forged
 @pytest.mark.parametrize("sandbox", ["auto", "none"])
 def test_a_shadowing_module_cannot_lift_the_example_metric(tmp_path: Path, sandbox: str) -> None:
     """The issue's attack on the bundled example: a json.py written at run time next to
-    evaluate.py (without the evaluation's import order it scores macro-F1 1.0). The evaluation's import path puts the standard library and the
-    pristine frozen files before the worktree, with or without bubblewrap."""
+    evaluate.py, which would score macro-F1 1.0. The evaluation's import path puts the standard
+    library and the pristine frozen files before the worktree, with or without bubblewrap."""
     repo = tmp_path / "repo"
     shutil.copytree(EXAMPLE, repo / "mil-stain", ignore=shutil.ignore_patterns(".ara", "predictions.json"))
     git(repo, "init", "-q")
