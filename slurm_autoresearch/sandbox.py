@@ -33,6 +33,15 @@ DEFAULT_HIDE = (
 )
 # Accelerators and fast interconnects: bound as devices into the room's otherwise minimal /dev.
 _DEVICES = ("/dev/nvidia*", "/dev/nvidia-caps", "/dev/dri", "/dev/kfd", "/dev/infiniband")
+# Compile and JIT caches that default to the (read-only) home directory: inside a room they go to
+# its own /tmp, unless the task sets them (datasets caches such as HF_HOME are left alone).
+SCRATCH_CACHES = {
+    "TRITON_CACHE_DIR": "/tmp/ara-cache/triton",
+    "CUDA_CACHE_PATH": "/tmp/ara-cache/nv",
+    "MPLCONFIGDIR": "/tmp/ara-cache/matplotlib",
+    "NUMBA_CACHE_DIR": "/tmp/ara-cache/numba",
+    "TORCHINDUCTOR_CACHE_DIR": "/tmp/ara-cache/inductor",
+}
 PROTECTED = "bwrap"
 UNPROTECTED = "none"
 

@@ -26,7 +26,16 @@ from ..jobenv import job_environ
 from ..monitor import diagnose, tail
 from ..outcome import JobState, Outcome
 from ..rundir import write_json
-from ..sandbox import DEFAULT_HIDE, PROTECTED, Room, clean_python_env, descendants, locate, resolve
+from ..sandbox import (
+    DEFAULT_HIDE,
+    PROTECTED,
+    SCRATCH_CACHES,
+    Room,
+    clean_python_env,
+    descendants,
+    locate,
+    resolve,
+)
 from ..surface import frozen_changes, sha256_file
 from ..tracking import wandb_env
 from .base import JOB_FILE, JobSpec
@@ -208,6 +217,9 @@ class Runner:
             network=spec.network,
             home=self.env.get("HOME", os.path.expanduser("~")),
         )
+        for env in (self.env, self.train_env):
+            for name, path in SCRATCH_CACHES.items():
+                env.setdefault(name, path)
         net = "" if spec.network else ", no network"
         self._note(f"sandbox: bwrap (own PID namespace, writes only its worktree{net})")
         return ""
