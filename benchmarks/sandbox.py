@@ -99,7 +99,7 @@ def line(name: str, none: list[float], bwrap: list[float]) -> str:
     a, b = statistics.mean(none), statistics.mean(bwrap)
     return (
         f"{name}: {len(none)} trials each; mean per trial {a:.3f} s without, {b:.3f} s in bwrap: "
-        f"+{b - a:.3f} s ({(b - a) / a * 100:+.1f}%); median {statistics.median(none):.3f} -> "
+        f"{b - a:+.3f} s ({(b - a) / a * 100:+.1f}%); median {statistics.median(none):.3f} -> "
         f"{statistics.median(bwrap):.3f} s"
     )
 
@@ -112,7 +112,8 @@ def main() -> None:
     why = probe()
     if why:
         raise SystemExit(f"no sandbox to measure: {why}")
-    with tempfile.TemporaryDirectory() as tmp:
+    # ignore_cleanup_errors: the W&B summary process may still be writing into a run at its end.
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         root = Path(tmp)
         print(line("trivial task", trivial(root, "none", args.trials), trivial(root, "bwrap", args.trials)))
         if args.example_trials:
