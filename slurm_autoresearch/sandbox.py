@@ -43,6 +43,7 @@ SCRATCH_CACHES = {
     "TORCHINDUCTOR_CACHE_DIR": "/tmp/ara-cache/inductor",
 }
 PROTECTED = "bwrap"
+TMP = Path("/tmp")
 UNPROTECTED = "none"
 
 
@@ -145,9 +146,12 @@ class Room:
     writable: tuple[str, ...]
     network: bool
     home: str
+    # Folders under /tmp the room shows read-only on top of its own empty /tmp: the Python that
+    # runs the job and the user's checkout (a venv or a clone in /tmp is common on a laptop).
+    reveal: tuple[Path, ...] = ()
 
     def _masks(self) -> list[Path]:
-        """The real paths to mask, once each; /tmp is the room's own already."""
+        """The real paths to mask, once each; under /tmp only inside what the room reveals there."""
         masks = [self.runs] + ([self.git_dir] if self.git_dir else []) + list(self.checkout_hidden)
         masks += [_expand(p, self.home) for p in self.hide]
         seen: list[Path] = []
@@ -155,9 +159,18 @@ class Room:
             if not os.path.lexists(mask):
                 continue
             path = Path(os.path.realpath(mask))  # bwrap mounts on real paths, never through a link
-            if path not in seen and not _under(path, Path("/tmp")):
+            hidden_anyway = _under(path, TMP) and not any(_under(path, r) for r in self._revealed())
+            if path not in seen and not hidden_anyway:
                 seen.append(path)
         return seen
+
+    def _revealed(self) -> list[Path]:
+        out: list[Path] = []
+        for path in self.reveal:
+            real = Path(os.path.realpath(path))
+            if _under(real, TMP) and real != TMP and real.is_dir() and real not in out:
+                out.append(real)
+        return sorted(out, key=lambda p: len(p.parts))
 
     def _sealed(self, args: list[str]) -> list[str]:
         """Masked folders become read-only once everything under them is bound: a write there
@@ -169,6 +182,8 @@ class Room:
 
     def _base(self) -> list[str]:
         args = [self.program, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+        for path in self._revealed():
+            args += ["--ro-bind", str(path), str(path)]
         for pattern in _DEVICES:
             for dev in sorted(glob.glob(pattern)):
                 args += ["--dev-bind", dev, dev]

@@ -192,3 +192,45 @@ def test_the_sandbox_extra_brings_a_bwrap_where_the_system_has_none(monkeypatch:
         assert "not installed" in sandbox.probe("/nonexistent/bwrap")
     finally:
         sandbox.probe.cache_clear()
+
+
+@needs_bwrap
+def test_a_venv_and_a_checkout_under_tmp_stay_visible_in_the_room(tmp_path: Path) -> None:
+    """The room's /tmp is its own, but a venv or a clone that lives in /tmp must still be there."""
+    import json
+    import subprocess
+    import sys
+    import sysconfig
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    (site / "ara.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")  # ara and its deps
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    (checkout / "data.txt").write_text("0.75")
+    spec = make_trial(
+        tmp_path,
+        f"""
+        import sys
+        print("prefix", sys.prefix)
+        try:
+            open({str(checkout / "data.txt")!r}, "w")
+        except OSError as exc:
+            print("checkout read-only", exc.errno)
+        open("out.txt", "w").write(open({str(checkout / "data.txt")!r}).read())
+        """,
+        "bwrap",
+    )
+    spec = JobSpec.from_dict({**spec.to_dict(), "repo": str(checkout)})
+    Path(spec.trial_dir, "job.json").write_text(json.dumps(spec.to_dict()))
+    proc = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "slurm_autoresearch.executors.runner", spec.trial_dir],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(Path.home())},
+    )
+    log = Path(spec.trial_dir, "train.log").read_text()
+    assert proc.returncode == 0, log + proc.stderr
+    assert f"prefix {venv}" in log and "checkout read-only 30" in log
+    assert json.loads(Path(spec.trial_dir, "outcome.json").read_text())["metric"] == 0.75

@@ -216,10 +216,15 @@ class Runner:
             writable=tuple(spec.writable),
             network=spec.network,
             home=self.env.get("HOME", os.path.expanduser("~")),
+            reveal=(Path(sys.prefix), Path(sys.base_prefix), Path(os.path.realpath(sys.executable)).parent)
+            + ((Path(spec.repo),) if spec.repo else ()),
         )
         for env in (self.env, self.train_env):
             for name, path in SCRATCH_CACHES.items():
                 env.setdefault(name, path)
+            # A job's TMPDIR (often node scratch) is read-only in the room unless made writable.
+            if env.get("TMPDIR") and env["TMPDIR"] not in spec.writable:
+                env["TMPDIR"] = "/tmp"
         net = "" if spec.network else ", no network"
         self._note(f"sandbox: bwrap (own PID namespace, writes only its worktree{net})")
         return ""
