@@ -50,6 +50,18 @@ ALLOW = (
     "MODULESHOME",
     "LOADEDMODULES",
     "_LMFILES_",
+    # Lmod and Environment Modules: `module load` in [slurm] setup needs the exported function
+    # and the module tables of the shell that submitted.
+    "BASH_FUNC_module*",
+    "BASH_FUNC_ml*",
+    "LMOD_*",
+    "__LMOD_*",
+    "_ModuleTable*",
+    "MODULES_*",
+    "MANPATH",
+    "CPATH",
+    "LIBRARY_PATH",
+    "PKG_CONFIG_PATH",
     "http_proxy",
     "https_proxy",
     "no_proxy",

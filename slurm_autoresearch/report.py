@@ -85,6 +85,9 @@ def trial_report(rundir: RunDir, spec: TaskSpec, trial: Trial, outcome: Outcome 
             f"- resources: {outcome.elapsed:.1f} s wall, {gpus} GPU(s), "
             f"{outcome.gpu_seconds:.0f} GPU-seconds, peak memory {_fmt(outcome.memory_gb, '.2f')} GB",
         ]
+        if outcome.sandbox:
+            contained = "a bwrap sandbox" if outcome.sandbox == "bwrap" else "no sandbox: NOT protected"
+            lines.append(f"- trial code: {contained}")
         if trial.llm_tokens:
             lines.append(f"- model calls: {trial.llm_tokens} tokens, ${trial.llm_usd:.4f}")
         other = {k: v for k, v in outcome.metrics.items() if k != metric}
