@@ -7,8 +7,13 @@ import glob
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .executors.base import JobSpec
 
 # Paths where credentials usually live; masked in every room when they exist (files read as
 # empty, directories as empty). The munge socket is there so trial code cannot submit or cancel
@@ -125,6 +130,10 @@ def _expand(path: str, home: str) -> Path:
     return Path(home + path[1:] if path.startswith("~") else path)
 
 
+def _real(path: str | Path) -> Path:
+    return Path(os.path.realpath(path))  # bwrap mounts on real paths, never through a link
+
+
 def _under(path: Path, parent: Path) -> bool:
     return path == parent or path.is_relative_to(parent)
 
@@ -149,6 +158,26 @@ class Room:
     # Folders under /tmp the room shows read-only on top of its own empty /tmp: the Python that
     # runs the job and the user's checkout (a venv or a clone in /tmp is common on a laptop).
     reveal: tuple[Path, ...] = ()
+
+    @classmethod
+    def for_job(cls, spec: JobSpec, *, home: str) -> Room:
+        """The rooms of one job, on the node that runs it, with the Python running the runner."""
+        checkout = _real(Path(spec.repo) / spec.workdir) if spec.repo else None
+        python = (Path(sys.prefix), Path(sys.base_prefix), _real(sys.executable).parent)
+        return cls(
+            program=locate(spec.bwrap) or spec.bwrap,
+            worktree=_real(spec.worktree),
+            cwd=_real(spec.cwd),
+            trial_dir=_real(spec.trial_dir),
+            runs=_real(Path(spec.run_dir).parent),
+            git_dir=_real(spec.git_dir) if spec.git_dir else None,
+            checkout_hidden=tuple(checkout / rel for rel in spec.hidden) if checkout else (),
+            hide=tuple(DEFAULT_HIDE if spec.hide is None else spec.hide),
+            writable=tuple(spec.writable),
+            network=spec.network,
+            home=home,
+            reveal=python + ((Path(spec.repo),) if spec.repo else ()),
+        )
 
     def _masks(self) -> list[Path]:
         """The real paths to mask, once each; under /tmp only inside what the room reveals there."""

@@ -26,16 +26,7 @@ from ..jobenv import job_environ
 from ..monitor import diagnose, tail
 from ..outcome import JobState, Outcome
 from ..rundir import write_json
-from ..sandbox import (
-    DEFAULT_HIDE,
-    PROTECTED,
-    SCRATCH_CACHES,
-    Room,
-    clean_python_env,
-    descendants,
-    locate,
-    resolve,
-)
+from ..sandbox import PROTECTED, SCRATCH_CACHES, Room, clean_python_env, descendants, resolve
 from ..surface import frozen_changes, sha256_file
 from ..tracking import wandb_env
 from .base import JOB_FILE, JobSpec
@@ -202,23 +193,7 @@ class Runner:
                 return f'[sandbox] mode = "bwrap", but {why}'
             self._note(f"sandbox: none ({why}): the metric is NOT protected from the trial's code")
             return ""
-        real = lambda p: Path(os.path.realpath(p))  # noqa: E731 - bwrap mounts on real paths only
-        checkout = real(Path(spec.repo) / spec.workdir) if spec.repo else None
-        self.room = Room(
-            program=locate(spec.bwrap) or spec.bwrap,
-            worktree=real(spec.worktree),
-            cwd=real(spec.cwd),
-            trial_dir=real(self.trial_dir),
-            runs=real(Path(spec.run_dir).parent),
-            git_dir=real(spec.git_dir) if spec.git_dir else None,
-            checkout_hidden=tuple(checkout / rel for rel in spec.hidden) if checkout else (),
-            hide=tuple(DEFAULT_HIDE if spec.hide is None else spec.hide),
-            writable=tuple(spec.writable),
-            network=spec.network,
-            home=self.env.get("HOME", os.path.expanduser("~")),
-            reveal=(Path(sys.prefix), Path(sys.base_prefix), Path(os.path.realpath(sys.executable)).parent)
-            + ((Path(spec.repo),) if spec.repo else ()),
-        )
+        self.room = Room.for_job(spec, home=self.env.get("HOME", os.path.expanduser("~")))
         for env in (self.env, self.train_env):
             for name, path in SCRATCH_CACHES.items():
                 env.setdefault(name, path)
