@@ -21,6 +21,7 @@ from typing import Any
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "mil-stain"
 FILES = ("prepare.py", "train.py", "evaluate.py")
+DATA = "data"  # the stored val split and its answer key
 
 # Backlog idea that needs a code change: exact search/replace on train.py.
 CENTER_SEARCH = '''    """Per-bag feature transform applied to train and val alike."""
@@ -95,6 +96,7 @@ def run_trial(trial: Trial, base: dict[str, Any], steps: int | None) -> Trial:
         work = Path(tmp)
         for name in FILES:
             shutil.copy(EXAMPLE / name, work / name)
+        shutil.copytree(EXAMPLE / DATA, work / DATA)
         if trial.center:
             src = (work / "train.py").read_text()
             if CENTER_SEARCH not in src:
