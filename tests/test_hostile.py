@@ -478,3 +478,32 @@ def test_sandbox_and_secret_settings_are_checked(toy_repo: Path, extra: str, exp
     ara = str(Path(sys.executable).parent / "ara")
     out = subprocess.run([ara, "submit", "--check", "bad.toml"], cwd=toy_repo, capture_output=True, text=True)
     assert out.returncode == 2 and expected in out.stderr and out.stderr.count("\n") <= 2, out.stderr
+
+
+def test_a_node_without_a_sandbox_turns_the_whole_run_unprotected(toy_repo: Path, tmp_path: Path) -> None:
+    """`auto` probes on the node that runs the job: where the login node had bubblewrap and the
+    job's node has none, the trial runs, and the run says from then on that it is not protected."""
+    from slurm_autoresearch.launcher import launch
+    from slurm_autoresearch.ledger import Ledger
+    from slurm_autoresearch.task import load_task
+    from tests.conftest import write_task
+
+    real = shutil.which("bwrap")
+    if real is None:
+        _unavailable("bubblewrap is not installed")
+    gone = tmp_path / "node-has-no-bwrap"
+    wrapper = tmp_path / "bwrap-on-some-nodes"
+    wrapper.write_text(f'#!/bin/sh\n[ -e "{gone}" ] && exit 1\nexec "{real}" "$@"\n')
+    wrapper.chmod(0o755)
+    path = write_task(toy_repo, f'[sandbox]\nbwrap = "{wrapper}"\n', trials=1)
+    controller = launch(load_task(path), echo=lambda _: None)
+    gone.touch()  # the login node probed; the job's node will not have it
+    controller.run()
+    ledger = Ledger.open(controller.rundir.ledger, readonly=True)
+    info, (trial,) = ledger.meta()["sandbox"], ledger.trials()
+    ledger.close()
+    assert trial.metric is not None  # it ran, unprotected
+    assert info["used"] == "none" and "T0001 ran without one" in info["why"], info
+    outcome = json.loads((controller.rundir.trial_dir("T0001") / "outcome.json").read_text())
+    assert outcome["sandbox"] == "none"
+    assert "NOT protected" in (controller.rundir.path / "report.md").read_text()
