@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import git
+
 from . import budget, report
 from .curve import Curves
 from .curve import load as load_curve
@@ -330,6 +332,14 @@ class Controller:
                 worktree, commit, patch = made.worktree, made.commit, made.patch
         except EditError as exc:
             self._reject(trial, str(exc))
+            return None
+        except (OSError, UnicodeError, ValueError, git.GitCommandError) as exc:
+            # Whatever a hypothesis makes git or the filesystem refuse ends that trial, not the run
+            # (a failure of the ledger, ara's own state, is not caught here and stops it).
+            self._reject(
+                trial,
+                f"could not be made into a commit: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}",
+            )
             return None
         if patch or not (tdir / "patch.diff").exists():
             atomic_write_text(tdir / "patch.diff", patch)

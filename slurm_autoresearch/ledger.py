@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .budget import Spending
 from .hypothesis import Hypothesis
 from .rundir import atomic_write_text
+from .safetext import storable
 from .trial import Decision, Trial, TrialKind, TrialState, trial_id
 
 if TYPE_CHECKING:  # llm imports the task spec (pydantic): readers of the ledger need neither
@@ -204,8 +205,8 @@ class Ledger:
                 (
                     trial.id,
                     seq,
-                    trial.title,
-                    trial.source,
+                    storable(trial.title),
+                    storable(trial.source),
                     json.dumps(hypothesis.to_dict()),
                     str(trial.state),
                     parent,
@@ -244,7 +245,8 @@ class Ledger:
 
     def _event(self, now: float, trial: str | None, kind: str, detail: str) -> None:
         self.conn.execute(
-            "INSERT INTO events(at, trial, kind, detail) VALUES(?, ?, ?, ?)", (now, trial, kind, detail)
+            "INSERT INTO events(at, trial, kind, detail) VALUES(?, ?, ?, ?)",
+            (now, trial, kind, storable(detail)),
         )
 
     # -- model calls ------------------------------------------------------------------------
@@ -468,6 +470,8 @@ def _to_db(value: Any) -> Any:
         return str(value)
     if isinstance(value, dict):
         return json.dumps(value)
+    if isinstance(value, str):
+        return storable(value)  # model-written text may hold lone surrogates, which SQLite refuses
     return value
 
 

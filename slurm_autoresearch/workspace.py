@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -22,6 +23,14 @@ _FALLBACK_IDENTITY = {
     "GIT_COMMITTER_NAME": "ara",
     "GIT_COMMITTER_EMAIL": "ara@localhost",
 }
+
+
+_NAME_MAX = 255  # bytes in one path segment on every usual filesystem
+
+
+def _oneline(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {text[:300]}"
 
 
 def repo_toplevel(path: Path) -> Path | None:
@@ -212,8 +221,8 @@ class Workspace:
             reason = self.surface.violation(edit.path)
             if reason:
                 raise EditError(f"edit rejected: {reason}")
-        wt = self._add_worktree(trial_id, parent)
         try:
+            wt = self._add_worktree(trial_id, parent)
             if not edits:
                 commit = parent
                 changed: tuple[str, ...] = ()
@@ -232,11 +241,20 @@ class Workspace:
             self.repo.git.update_ref(self.trial_ref(trial_id), commit)
             return Materialized(wt, commit, self.diff(parent, commit), changed)
         except EditError:
-            self.release(trial_id)
+            self._discard(trial_id)
             raise
         except git.GitCommandError as exc:
-            self.release(trial_id)
+            self._discard(trial_id)
             raise EditError(f"git failed: {exc.stderr.strip() or exc}") from None
+        except (OSError, UnicodeError, ValueError) as exc:
+            # Whatever else the filesystem or an encoding refuses is the hypothesis's failure.
+            self._discard(trial_id)
+            raise EditError(f"edit rejected: {_oneline(exc)}") from None
+
+    def _discard(self, trial_id: str) -> None:
+        """Release a half-made trial; a release that fails too must not hide the first failure."""
+        with contextlib.suppress(OSError, git.GitCommandError):
+            self.release(trial_id)
 
     def combine(self, trial_id: str, base: str, other: str, message: str) -> Materialized:
         """A commit merging `other` into `base` (two changes that each improved on a common parent).
@@ -295,12 +313,17 @@ class Workspace:
     def _apply(self, wt: Path, edit: Edit) -> None:
         rel = _in_repo(self.workdir, safe_relpath(edit.path))
         target = wt / rel
+        long = [part for part in rel.split("/") if len(part.encode("utf-8")) > _NAME_MAX]
+        if long:
+            raise EditError(f"edit rejected: {edit.path} has a name longer than {_NAME_MAX} bytes")
         # Refuse to follow symlinks anywhere on the way: a link could point outside the worktree.
         probe = wt
         for part in rel.split("/"):
             probe = probe / part
             if probe.is_symlink():
                 raise EditError(f"edit rejected: {edit.path} goes through symlink {probe.relative_to(wt)}")
+            if probe != target and probe.exists() and not probe.is_dir():
+                raise EditError(f"edit rejected: {edit.path} goes through the file {probe.relative_to(wt)}")
         if target.exists() and not target.is_file():
             raise EditError(f"edit rejected: {edit.path} is not a regular file")
         if edit.search == "":

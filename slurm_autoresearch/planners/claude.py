@@ -13,6 +13,7 @@ from typing import Any
 
 from ..hypothesis import Edit, Hypothesis
 from ..llm import LLM, LLMUnavailable
+from ..safetext import storable, visible
 from .base import PlanContext, PlannerUnavailable
 from .offline import OfflinePlanner
 from .prompt import PROPOSE_TOOL, system_blocks, user_text
@@ -93,7 +94,7 @@ def parse_hypothesis(item: Any, max_bytes: int) -> Hypothesis:
         return Hypothesis("(malformed hypothesis)", source="anthropic", invalid="hypothesis is not an object")
     title = item.get("title")
     shown = title[:MAX_TITLE] if isinstance(title, str) and title.strip() else "(untitled hypothesis)"
-    shown = _SHELL.sub("?", shown)
+    shown = _SHELL.sub("?", visible(shown, keep=""))
 
     def bad(reason: str) -> Hypothesis:
         return Hypothesis(shown, source="anthropic", invalid=reason)
@@ -104,12 +105,15 @@ def parse_hypothesis(item: Any, max_bytes: int) -> Hypothesis:
         return bad(f"title longer than {MAX_TITLE} characters")
     if _SHELL.search(title):
         return bad("title contains shell metacharacters or control characters")
+    if visible(title, keep="") != title:
+        return bad("title contains control, bidi or invisible characters")
     texts = {k: item.get(k, "") for k in ("rationale", "expected", "risk")}
     for key, value in texts.items():
         if not isinstance(value, str):
             return bad(f"{key} is not text")
         if len(value) > MAX_TEXT:
             return bad(f"{key} longer than {MAX_TEXT} characters")
+        texts[key] = storable(value)
     edits = item.get("edits")
     if not isinstance(edits, list) or not edits:
         return bad("no edits")
