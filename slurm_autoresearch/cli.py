@@ -65,6 +65,14 @@ def init(directory: Path, name: str | None, command: str | None, metric: str, go
     click.echo("next: edit [metric] and [surface] in task.toml, commit, then `ara submit task.toml`")
 
 
+def _screen(text: str) -> str:
+    """Text from trials and models as it may reach a terminal: no escape sequence, no control or
+    bidi character, shown as `\x1b` and the like (line breaks kept; a lone CR becomes one)."""
+    from .safetext import visible
+
+    return visible(text.replace("\r\n", "\n").replace("\r", "\n"))
+
+
 def _say_protection(rundir: RunDir) -> None:
     """One line on how trial code is contained; loud (stderr, red) when the metric is not protected."""
     from .ledger import Ledger
@@ -334,7 +342,7 @@ def show(run: str, trial: str, root: Path | None) -> None:
         if outcome_path.exists()
         else None
     )
-    click.echo(trial_report(rundir, read_spec(rundir.task_copy), record, outcome), nl=False)
+    click.echo(_screen(trial_report(rundir, read_spec(rundir.task_copy), record, outcome)), nl=False)
 
 
 def _trial_of(rundir: RunDir, trial: str) -> Trial:
@@ -376,7 +384,7 @@ def logs(run: str, trial: str, follow: bool, size: int, root: Path | None) -> No
     path = rundir.trial_dir(record.id) / LOG_FILE
     if not path.exists() and not follow:
         raise UsageError(f"{record.id} has no log yet ({path}); its job has not started")
-    click.echo(tail(path, size), nl=False)
+    click.echo(_screen(tail(path, size)), nl=False)
     if follow:
 
         def ended() -> bool:  # the job is over once its trial is measured or decided
@@ -384,7 +392,7 @@ def logs(run: str, trial: str, follow: bool, size: int, root: Path | None) -> No
 
         with contextlib.suppress(KeyboardInterrupt):
             for chunk in follow_log(path, ended, time.sleep):
-                click.echo(chunk, nl=False)
+                click.echo(_screen(chunk), nl=False)
 
 
 @main.command()
@@ -405,7 +413,7 @@ def diff(run: str, trial: str, root: Path | None) -> None:
     if not path.exists():
         why = record.reason or "not materialized yet"
         raise UsageError(f"{record.id} has no diff ({record.decision or record.state}: {why})")
-    click.echo(_patch(rundir, source) or "(no change: the baseline)\n", nl=False)
+    click.echo(_screen(_patch(rundir, source)) or "(no change: the baseline)\n", nl=False)
 
 
 def _patch(rundir: RunDir, record: Trial) -> str:
@@ -509,7 +517,7 @@ def guide(run: str, text: str, root: Path | None) -> None:
         raise UsageError("guidance text is empty; say what the planner should try or avoid")
     rundir = find_run(run, root)
     rundir.add_guidance(text, time.time())
-    click.echo(f"queued for the next planning round of {rundir.run_id}: {' '.join(text.split())}")
+    click.echo(f"queued for the next planning round of {rundir.run_id}: {_screen(' '.join(text.split()))}")
 
 
 @main.command()

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from .safetext import one_line
+
 HEADING = "## Learnings"
 
 
@@ -41,7 +43,8 @@ class Playbook:
     def add(self, run_id: str, lines: list[str]) -> None:
         if not lines:
             return
-        entry = "".join(f"- {run_id} {time.strftime('%Y-%m-%d')}: {line}\n" for line in lines)
+        # A learning may quote a model or a log: one plain line, no escape sequence or markup trick.
+        entry = "".join(f"- {run_id} {time.strftime('%Y-%m-%d')}: {one_line(line, 500)}\n" for line in lines)
         targets = [self.run_copy] + ([self.source] if self.persist and self.source else [])
         for path in targets:
             _append(path, entry)
@@ -52,5 +55,5 @@ def _append(path: Path, entry: str) -> None:
     head = "" if not text or text.endswith("\n") else "\n"
     if HEADING not in text:
         head += f"\n{HEADING}\n"
-    with path.open("a", encoding="utf-8") as fh:
+    with path.open("a", encoding="utf-8", errors="backslashreplace") as fh:
         fh.write(head + entry)

@@ -13,6 +13,7 @@ from .executors.runner import LOG_FILE
 from .monitor import tail
 from .outcome import Outcome
 from .rundir import RunDir, atomic_write_text
+from .safetext import markdown, one_line, visible
 from .sandbox import describe
 from .trial import Decision, Trial
 
@@ -37,6 +38,16 @@ def write_trial_report(rundir: RunDir, spec: TaskSpec, trial: Trial, outcome: Ou
     return path
 
 
+def _md(text: str) -> str:
+    """Model-written text on one markdown line: visible, no HTML, no images."""
+    return markdown(one_line(text))
+
+
+def _fenced(text: str) -> str:
+    """A diff or log inside a code fence: visible characters, and no line that closes the fence."""
+    return visible(text.rstrip()).replace(_FENCE, "` ` ` `")
+
+
 def trial_report(rundir: RunDir, spec: TaskSpec, trial: Trial, outcome: Outcome | None) -> str:
     """One trial as markdown: hypothesis, decision, diff, job, resources, log tail."""
     tdir = rundir.trial_dir(trial.id)
@@ -45,9 +56,10 @@ def trial_report(rundir: RunDir, spec: TaskSpec, trial: Trial, outcome: Outcome 
     patch = patch_path.read_text(encoding="utf-8") if patch_path.exists() else ""
     metric = spec.metric.name
     lines = [
-        f"# {trial.id}: {trial.title}",
+        f"# {trial.id}: {_md(trial.title)}",
         "",
-        f"- decision: **{trial.decision or trial.state}**" + (f": {trial.reason}" if trial.reason else ""),
+        f"- decision: **{trial.decision or trial.state}**"
+        + (f": {_md(trial.reason)}" if trial.reason else ""),
         f"- {metric}: {_fmt(trial.metric) or 'none'}",
         f"- parent: {trial.parent_trial or '-'} ({(trial.parent or '')[:7]}), "
         f"commit {(trial.commit or '-')[:7]}"
@@ -94,20 +106,20 @@ def trial_report(rundir: RunDir, spec: TaskSpec, trial: Trial, outcome: Outcome 
         if other:
             lines.append("- other metrics: " + ", ".join(f"{k} {v:.6g}" for k, v in sorted(other.items())))
     if trial.summary:
-        lines += ["", "## Summary", "", trial.summary]
-    lines += ["", "## Hypothesis", "", h.rationale or "(no rationale given)"]
+        lines += ["", "## Summary", "", markdown(trial.summary)]
+    lines += ["", "## Hypothesis", "", markdown(h.rationale) or "(no rationale given)"]
     if h.expected:
-        lines += ["", f"Expected: {h.expected}"]
+        lines += ["", f"Expected: {markdown(h.expected)}"]
     if h.params:
-        lines += ["", "Search values: " + ", ".join(f"`{k} = {v}`" for k, v in h.params.items())]
+        lines += ["", "Search values: " + ", ".join(_md(f"{k} = {v}") for k, v in h.params.items())]
     if trial.decision is Decision.REJECTED and h.edits:
         lines += ["", "## Proposed edits (not applied)", ""]
         for e in h.edits:
-            lines += [f"- `{e.path}`: replace {len(e.search)} chars with {len(e.replace)} chars"]
-    lines += ["", "## Diff", "", f"{_FENCE}diff", patch.rstrip() or "(no change: the baseline)", _FENCE]
+            lines += [f"- {_md(e.path)}: replace {len(e.search)} chars with {len(e.replace)} chars"]
+    lines += ["", "## Diff", "", f"{_FENCE}diff", _fenced(patch) or "(no change: the baseline)", _FENCE]
     log_tail = outcome.log_tail if outcome is not None else tail(tdir / LOG_FILE)
     if log_tail:
-        lines += ["", f"## Log tail ({LOG_FILE})", "", _FENCE, log_tail.rstrip(), _FENCE]
+        lines += ["", f"## Log tail ({LOG_FILE})", "", _FENCE, _fenced(log_tail), _FENCE]
     return "\n".join(lines) + "\n"
 
 
@@ -131,7 +143,7 @@ def write_run_report(rundir: RunDir, spec: TaskSpec, ledger: Ledger, *, plot: bo
         "",
         f"**{spec.task.name}**: {spec.task.description}".rstrip(": "),
         "",
-        f"- state: {meta.get('state')}" + (f" ({meta['end_reason']})" if meta.get("end_reason") else ""),
+        f"- state: {meta.get('state')}" + (f" ({_md(meta['end_reason'])})" if meta.get("end_reason") else ""),
         f"- started {_when(meta.get('created_at'))}, wall time {wall / 60:.1f} min, "
         f"{meta.get('executor')} executor x{meta.get('parallel')}, {meta.get('planner')} planner",
         f"- metric: {metric} ({goal}), min_delta {spec.metric.min_delta:g}",
@@ -149,7 +161,7 @@ def write_run_report(rundir: RunDir, spec: TaskSpec, ledger: Ledger, *, plot: bo
         delta = best.metric - baseline.metric
         lines.append(
             f"- baseline {baseline.metric:.6g} -> best {best.metric:.6g} ({delta:+.6g}) by "
-            f"{best.id}: {best.title}; branch `{meta.get('best_branch')}`"
+            f"{best.id}: {_md(best.title)}; branch `{meta.get('best_branch')}`"
         )
     lines += [
         f"- trials: {len(trials)} of {spec.budget.trials} "
@@ -164,8 +176,8 @@ def write_run_report(rundir: RunDir, spec: TaskSpec, ledger: Ledger, *, plot: bo
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for t in trials:
-        title = t.title.replace("|", "\\|")
-        reason = t.reason.replace("|", "\\|")[:120]
+        title = _md(t.title).replace("|", "\\|")
+        reason = _md(t.reason[:120]).replace("|", "\\|")
         decision = f"**{t.decision.value}**" if t.decision is Decision.KEEP else (t.decision or t.state)
         lines.append(
             f"| [{t.id}](trials/{t.id}/report.md) | {t.parent_trial or '-'} | {t.kind}"
@@ -174,8 +186,8 @@ def write_run_report(rundir: RunDir, spec: TaskSpec, ledger: Ledger, *, plot: bo
         )
     if kept:
         lines += ["", "## Kept changes, in order", ""]
-        lines += [f"1. {t.id} {t.title}: {_fmt(t.metric)}" for t in kept]
-    learnings = [f"- {t.id} {t.learning}" for t in trials if t.learning]
+        lines += [f"1. {t.id} {_md(t.title)}: {_fmt(t.metric)}" for t in kept]
+    learnings = [f"- {t.id} {_md(t.learning)}" for t in trials if t.learning]
     if learnings:
         lines += ["", "## Learnings", "", *learnings]
     atomic_write_text(rundir.report, "\n".join(lines) + "\n")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable
+from typing import Any
 
 # C0 and C1 controls, DEL, lone surrogates, and the invisible format characters (bidi overrides
 # and isolates, zero-width marks, BOM, tags) that can reorder or hide what a reader sees.
@@ -49,3 +51,14 @@ def markdown(text: str, keep: str = "\n\t") -> str:
     to someone's server on every view), links shown as text."""
     text = html.escape(visible(text, keep), quote=False)
     return text.replace("![", "!\\[").replace("](", "]\\(")
+
+
+def map_text(value: Any, fn: Callable[[str], str]) -> Any:
+    """`fn` applied to every string in a JSON-like document (keys left alone)."""
+    if isinstance(value, str):
+        return fn(value)
+    if isinstance(value, dict):
+        return {k: map_text(v, fn) for k, v in value.items()}
+    if isinstance(value, list):
+        return [map_text(v, fn) for v in value]
+    return value

@@ -8,6 +8,8 @@ import struct
 from pathlib import Path
 from typing import Any, Literal
 
+from . import safetext
+
 WandbMode = Literal["offline", "online", "off"]
 OFFLINE_GLOB = "wandb/offline-run-*"
 SUMMARY_DIR = "wandb-summary"
@@ -26,8 +28,8 @@ def wandb_run_id(run_id: str, trial_id: str) -> str:
 
 
 def one_line(text: str, limit: int = _NOTES_MAX) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+    """W&B notes: one plain line (a title is model-written), at most `limit` characters."""
+    return safetext.one_line(text, limit)
 
 
 def wandb_env(

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from . import sandbox
 from .evidence import describe
+from .safetext import map_text, one_line
 
 _STYLE = {"keep": "bold green", "discard": "dim", "crash": "red", "rejected": "yellow"}
 
@@ -19,9 +20,14 @@ def _num(value: float | None, spec: str = ".6g") -> str:
     return "" if value is None else format(value, spec)
 
 
+def _shown(text: str) -> str:
+    return escape(one_line(text))
+
+
 def print_status(doc: dict[str, Any], console: Console | None = None) -> None:
     # Piped output gets a wide table rather than rich's 80-column default.
     console = console or Console(width=None if Console().is_terminal else 160)
+    doc = map_text(doc, _shown)  # titles, reasons, ids: model-written or not, never markup or escapes
     run, budget, metric = doc["run"], doc["budget"], doc["metric"]
     started = time.strftime("%Y-%m-%d %H:%M", time.localtime(run["created_at"]))
     console.print(
@@ -33,10 +39,10 @@ def print_status(doc: dict[str, Any], console: Console | None = None) -> None:
         f"{run['executor']} x{run['parallel']}, {run['planner']} planner, dir {run['dir']}"
     )
     protected, line = sandbox.describe(run.get("sandbox"))
-    console.print(line, style=None if protected else "bold red", markup=False)
+    console.print(line, style=None if protected else "bold red")
     if run.get("watch"):
         style = "yellow" if "degraded" in run["watch"] else None
-        console.print(f"jobs watched with {escape(run['watch'])}", style=style)
+        console.print(f"jobs watched with {run['watch']}", style=style)
     if budget.get("llm_tokens", {}).get("used"):
         usd = budget["llm_usd"]
         limit = f" of ${usd['limit']:g}" if usd.get("limit") else ""
@@ -110,6 +116,6 @@ def print_runs(lines: list[dict[str, Any]], console: Console | None = None) -> N
             str(r["running"]),
             f"{r['metric']['name']} {_num(best.get('metric'))}" if best else "",
             best.get("trial", ""),
-            escape(best.get("title", "")),
+            _shown(best.get("title", "")),
         )
     console.print(table)

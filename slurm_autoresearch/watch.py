@@ -17,6 +17,7 @@ from .executors.runner import LOG_FILE
 from .ledger import Ledger
 from .monitor import tail
 from .rundir import RunDir
+from .safetext import map_text, one_line
 from .status import status_document
 
 SHOWN = 12  # trials of the run the view is built from, besides the live ones
@@ -52,7 +53,14 @@ def _bar(label: str, used: float, limit: float | None, shown: str) -> tuple[str,
     return label, ProgressBar(total=limit, completed=min(used, limit), width=30), f"{shown} of {limit:g}"
 
 
+def _shown(text: str) -> str:
+    return escape(one_line(text))
+
+
 def render(doc: dict[str, Any]) -> RenderableType:
+    # Model-written titles, reasons and log lines: no markup and no escape sequence reaches the
+    # screen (the trial rows below are cleaned as they are shown; there may be thousands).
+    doc = {**map_text({k: v for k, v in doc.items() if k != "trials"}, one_line), "trials": doc["trials"]}
     run, budget, metric, now = doc["run"], doc["budget"], doc["metric"], doc["now"]
     minutes = budget["wall_seconds"]["used"] / 60
     head = (
@@ -103,10 +111,10 @@ def render(doc: dict[str, Any]) -> RenderableType:
     for t in live:
         began = t.get("job_started_at") or t.get("started_at")
         elapsed = f"{now - began:.0f} s" if began else ""
-        slots.add_row(t["id"], t["job_id"] or "", elapsed, t.get("progress", ""), escape(t["title"]))
+        slots.add_row(t["id"], t["job_id"] or "", elapsed, _shown(t.get("progress", "")), _shown(t["title"]))
     waiting = [t for t in doc["trials"] if t["state"] in _LIVE and t["state"] != "running"]
     queue = ", ".join(
-        f"{t['id']} {t['state']}" + (f" ({escape(t['pending_reason'])})" if t.get("pending_reason") else "")
+        f"{t['id']} {t['state']}" + (f" ({_shown(t['pending_reason'])})" if t.get("pending_reason") else "")
         for t in waiting
     )
     decided = sorted(
@@ -120,7 +128,7 @@ def render(doc: dict[str, Any]) -> RenderableType:
     for t in sorted(decided[:6], key=lambda t: t["id"], reverse=True):
         value = "" if t["metric"] is None else f"{t['metric']:.6g}"
         recent.add_row(
-            t["id"], t["decision"], value, escape(t["reason"]), style=_STYLE.get(t["decision"], "")
+            t["id"], t["decision"], value, _shown(t["reason"]), style=_STYLE.get(t["decision"], "")
         )
     counts = doc["counts"]
     tally = ", ".join(

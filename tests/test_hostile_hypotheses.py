@@ -17,7 +17,7 @@ from slurm_autoresearch.planners.claude import parse_hypothesis
 from slurm_autoresearch.task import load_task
 from slurm_autoresearch.trial import Decision
 
-from .conftest import write_task
+from .conftest import commit_all, write_task
 
 PERMISSIVE = 'allow = ["*.py", "**/*.py", "config.toml", "src/**"]'
 
@@ -192,3 +192,53 @@ def test_fuzzed_hypotheses_never_end_a_run(toy_repo: Path) -> None:
     rejected = sum(t.decision is Decision.REJECTED for t in ideas)
     measured = sum(t.job_state is not None for t in ideas)
     assert rejected + measured >= FUZZ_N and measured >= 20  # some got through and ran
+
+
+# -- views: model-written text never drives a terminal ------------------------------------------
+
+NASTY = (
+    "[/x] [bold]b[/bold] [link=https://e.x]Click[/link] "
+    "\x1b[2J\x1b]0;pwned\x07\x1b]52;c;ZWNobyBwd25lZA==\x07 \x9b31m \x7f \u202eevil\u202c"
+)
+
+
+def test_every_view_shows_hostile_text_without_markup_or_escapes(toy_repo: Path) -> None:
+    import subprocess
+    import sys
+
+    toml_nasty = json.dumps(NASTY)  # JSON escapes are TOML escapes for these characters
+    printer = json.dumps(f"print({NASTY!r})\n")  # the trial prints it too: the log and the diff carry it
+    ideas = (
+        f"[[ideas]]\ntitle = {toml_nasty}\nrationale = {toml_nasty}\n"
+        f'[[ideas.edits]]\npath = "src/nasty.py"\nsearch = "pass\\n"\nreplace = {printer}\n'
+    )
+    (toy_repo / "src").mkdir(exist_ok=True)
+    (toy_repo / "src" / "nasty.py").write_text("pass\n")
+    task = write_task(toy_repo, ideas, trials=2, parallel=1)
+    task.write_text(task.read_text().replace('"python train.py"', '"python src/nasty.py; python train.py"'))
+    commit_all(toy_repo, "nasty")
+    controller = launch(load_task(task), echo=lambda _: None)
+    controller.run()
+    run = str(controller.rundir.path)
+    ara = str(Path(sys.executable).parent / "ara")
+    views = {
+        "status": [ara, "status", run],
+        "watch": [ara, "watch", run, "--once"],
+        "show": [ara, "show", run, "T0002"],
+        "diff": [ara, "diff", run, "T0002"],
+        "logs": [ara, "logs", run, "T0002"],
+        "guide": [ara, "guide", run, NASTY],
+    }
+    for name, cmd in views.items():
+        out = subprocess.run(cmd, capture_output=True, timeout=60)
+        assert out.returncode == 0, (name, out.stderr.decode(errors="replace"))
+        shown = out.stdout.decode("utf-8")
+        for bad in ("\x1b", "\x07", "\x9b", "\x7f", "\u202e"):
+            assert bad not in shown, (name, repr(bad), shown[-2000:])
+        if name in ("status", "show"):
+            assert "link=" in shown, (name, shown[-1500:])  # the title is shown as text, not as a link
+    report = (controller.rundir.path / "report.md").read_text()
+    trial_report = (controller.rundir.trial_dir("T0002") / "report.md").read_text()
+    for text in (report, trial_report):
+        assert "\x1b" not in text and "\u202e" not in text
+    assert "![" not in trial_report and "<script" not in trial_report
