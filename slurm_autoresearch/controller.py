@@ -16,7 +16,7 @@ from . import budget, report
 from .curve import Curves
 from .curve import load as load_curve
 from .curve import save as save_curve
-from .errors import BaselineError, EditError
+from .errors import BaselineError, EditError, LockLostError
 from .executors import Executor, JobSpec
 from .executors.base import JOB_FILE
 from .executors.runner import LOG_FILE
@@ -116,7 +116,7 @@ class Controller:
         """Carry the run on from whatever the ledger says, to its end (or an interruption). With
         reruns_only (`ara rerun` of a finished run), plan nothing: run the requested re-runs, and end
         finished as before."""
-        state, reason = "failed", ""
+        state, reason, lost = "failed", "", False
         self._count = 0
         meta = self.ledger.meta()
         try:
@@ -139,8 +139,16 @@ class Controller:
             cause = str(exc) or "Ctrl-C"  # the CLI raises it with the signal's name for SIGTERM/SIGHUP
             state = "interrupted"
             reason = f"interrupted ({cause}); running jobs left running: `ara resume {self.rundir.run_id}`"
+        except LockLostError:
+            lost = True  # another controller owns the run now: leave its ledger and lock alone
+            raise
+        except Exception as exc:
+            # A failed run always says why, even when ara itself broke (its ledger, its disk).
+            reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}; `ara resume` carries it on"
+            raise
         finally:
-            self._finish(state, reason)
+            if not lost:
+                self._finish(state, reason)
         return RunSummary(self.rundir.run_id, state, reason, self._count, self.incumbent)
 
     def _tick(self) -> None:
@@ -151,7 +159,11 @@ class Controller:
         self._watch_running()
         if self.clock() - self._last_beat >= 30.0:
             self._last_beat = self.clock()
-            self.rundir.heartbeat()
+            if not self.rundir.heartbeat():
+                raise LockLostError(
+                    f"{self.rundir.lock_path} names another controller now; this one stops and leaves "
+                    "the run to it (its jobs go on)"
+                )
 
     def _baseline(self) -> None:
         if not self.ledger.trials():

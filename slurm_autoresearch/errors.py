@@ -23,6 +23,10 @@ class RunLockedError(AraError):
     """Another controller holds the run directory."""
 
 
+class LockLostError(AraError):
+    """This controller's lock now names another controller: it must stop touching the run."""
+
+
 class BaselineError(AraError):
     """The unchanged code did not produce a metric, so there is nothing to improve on."""
 

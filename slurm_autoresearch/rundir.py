@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -177,33 +178,86 @@ class RunDir:
         return info
 
     def acquire(self) -> None:
-        """Take the controller lock (O_EXCL file naming its holder); a stale holder is replaced."""
-        for _ in range(2):
-            try:
-                fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self.lock_holder() or {}
-                if not holder or self.holder_alive(holder) is False:
-                    self.lock_path.unlink(missing_ok=True)
+        """Take the controller lock; a stale holder is replaced, by exactly one of any number of
+        processes that try at once. The lock appears whole (hard link of a written file, atomic on
+        NFS too) and a stale one is replaced only under a take-over guard, after reading it again."""
+        mine = self._holder()
+        for _ in range(200):
+            if self._publish(mine):
+                return
+            holder = self.lock_holder()
+            if holder is None:
+                if not self._unreadable_and_old():
+                    time.sleep(0.01)  # gone between our try and our read: try again
                     continue
+            elif self.holder_alive(holder) is not False:
                 since = time.strftime("%Y-%m-%d %H:%M", time.localtime(holder.get("since", 0)))
                 raise RunLockedError(
                     f"run {self.run_id} is held by controller pid {holder.get('pid')} on "
                     f"{holder.get('host')} since {since}; stop it with `ara stop {self.run_id}` first"
-                ) from None
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(self._holder(), fh)
-            return
-        raise RunLockedError(f"could not take {self.lock_path}")
+                )
+            if self._take_over(holder, mine):
+                return
+        raise RunLockedError(f"could not take {self.lock_path}: other controllers keep racing for it")
 
-    def heartbeat(self) -> None:
+    def _publish(self, info: dict[str, Any]) -> bool:
+        fd, tmp = tempfile.mkstemp(prefix=".controller.lock.", dir=self.path)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(info, fh)
+            os.chmod(tmp, 0o644)
+            try:
+                os.link(tmp, self.lock_path)
+            except FileExistsError:
+                return False
+            return True
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def _unreadable_and_old(self) -> bool:
+        """A lock file that exists but holds no holder (an older ara died while writing it)."""
+        try:
+            return time.time() - self.lock_path.stat().st_mtime > 10.0
+        except FileNotFoundError:
+            return False
+
+    def _take_over(self, stale: dict[str, Any] | None, mine: dict[str, Any]) -> bool:
+        guard = self.path / "controller.lock.takeover"
+        try:
+            fd = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - guard.stat().st_mtime > 60.0:  # left by a process that died in here
+                    guard.unlink()
+            time.sleep(0.01)
+            return False
+        try:
+            if self.lock_holder() == stale:  # nobody replaced it meanwhile
+                self.lock_path.unlink(missing_ok=True)
+                return self._publish(mine)
+            return False
+        finally:
+            os.close(fd)
+            guard.unlink(missing_ok=True)
+
+    def _is_mine(self, holder: dict[str, Any] | None) -> bool:
+        return bool(
+            holder
+            and holder.get("pid") == os.getpid()
+            and holder.get("host") == socket.gethostname()
+            and holder.get("start") == process_start(os.getpid())
+        )
+
+    def heartbeat(self) -> bool:
+        """Refresh the lock's beat; False when it is no longer this process's (taken over)."""
         holder = self.lock_holder()
-        if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
-            write_json(self.lock_path, {**holder, "beat": time.time()})
+        if not self._is_mine(holder):
+            return False
+        write_json(self.lock_path, {**holder, "beat": time.time()})  # type: ignore[dict-item]
+        return True
 
     def release(self) -> None:
-        holder = self.lock_holder()
-        if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+        if self._is_mine(self.lock_holder()):
             self.lock_path.unlink(missing_ok=True)
 
     # -- guidance (appended by `ara guide`, read by the controller from where it left off) ----

@@ -160,3 +160,61 @@ def test_readers_survive_a_writer_killed_mid_transaction(tmp_path: Path) -> None
     reader = Ledger.open(path, readonly=True)  # `ara status` right after a SIGKILL
     assert reader.meta() == {} and reader.events() == []  # rolled back: nothing half-written
     reader.close()
+
+
+def _racer(path: str, start: object, done: object, wins: object) -> None:
+    from slurm_autoresearch.errors import RunLockedError as Locked
+
+    start.wait()  # type: ignore[attr-defined]
+    try:
+        RunDir(Path(path)).acquire()
+        wins.put(os.getpid())  # type: ignore[attr-defined]
+    except Locked:
+        pass
+    done.wait()  # type: ignore[attr-defined]  # a winner that exited would be a dead holder: stale again
+
+
+def test_exactly_one_of_many_racers_takes_a_stale_lock(tmp_path: Path) -> None:
+    """Issue 14: two controllers could both take one stale lock (6 in 100 tries). Eight processes
+    start at one barrier against a dead holder's lock, 200 times over: exactly one wins each time."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    rundir = RunDir.create(tmp_path / ".ara", "race")
+    dead = {"host": os.uname().nodename, "pid": 2**22 + 777, "since": 0, "start": "1"}
+    for round_ in range(200):
+        rundir.lock_path.write_text(json.dumps(dead))
+        start, done, wins = ctx.Barrier(8), ctx.Barrier(8), ctx.Queue()
+        procs = [ctx.Process(target=_racer, args=(str(rundir.path), start, done, wins)) for _ in range(8)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(30)
+        winners = []
+        while not wins.empty():
+            winners.append(wins.get())
+        holder = rundir.lock_holder()
+        assert len(winners) == 1, (round_, winners)
+        assert holder is not None and holder["pid"] == winners[0], (round_, holder, winners)
+
+
+def test_a_controller_whose_lock_was_taken_stops_without_touching_the_run(toy_repo: Path) -> None:
+    import socket
+
+    from slurm_autoresearch.errors import LockLostError
+    from slurm_autoresearch.launcher import launch
+    from slurm_autoresearch.task import load_task
+
+    from .conftest import write_task
+
+    controller = launch(load_task(write_task(toy_repo, trials=3)), echo=lambda _: None)
+    other = {"host": socket.gethostname(), "pid": 1, "start": "x", "since": 0, "beat": 0}
+    controller.rundir.lock_path.write_text(json.dumps(other))  # someone else took the run over
+    assert controller.rundir.heartbeat() is False
+    controller._last_beat = -1e9  # the first poll beats
+    with pytest.raises(LockLostError):
+        controller.run()
+    ledger = Ledger.open(controller.rundir.ledger, readonly=True)
+    state = ledger.meta()["state"]
+    ledger.close()
+    assert state != "failed" and json.loads(controller.rundir.lock_path.read_text()) == other
