@@ -245,7 +245,7 @@ def _drive(rundir: RunDir, task: Task | None, *, reruns_only: bool = False) -> N
     def on_int(signum: int, frame: object) -> None:
         interrupts["n"] += 1
         if interrupts["n"] == 1:
-            rundir.request_stop(cancel=False)
+            rundir.request_stop(cancel=False, by="Ctrl-C")
             click.echo(
                 "stopping: no new trials, waiting for running ones (Ctrl-C again to exit now, "
                 "leaving them running)",

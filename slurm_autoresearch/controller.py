@@ -98,6 +98,7 @@ class Controller:
         self._llm_spent = False  # an LLM budget ran out: rules only from here on
         self.early_stop: dict[str, str] = {}  # trial -> why the monitor or its curve cancelled it
         self.trailing: set[str] = set()  # cancelled because its curve trailed the incumbent's
+        self.user_cancelled: set[str] = set()  # cancelled by `ara stop --cancel`: run again on resume
         self.curves = Curves.of(task.spec)
         self._html_at, self._html_cost = float("-inf"), 0.0
         self._refs: tuple[tuple[str, ...], list[list[tuple[int, float]]]] = ((), [])
@@ -272,20 +273,22 @@ class Controller:
         request = self.rundir.stop_requested()
         if request is None or self.stopping.startswith("stopped by"):
             return
-        self.stopping = f"stopped by `ara stop`{' --cancel' if request == 'cancel' else ''}"
-        self.log(
-            self.stopping
-            + ("; cancelling running jobs" if request == "cancel" else "; waiting for running trials")
-        )
-        if request == "cancel":
-            self._cancel_all(wait_s=0)
+        kind, _, by = request.partition(" ")
+        cancel = kind == "cancel"
+        self.stopping = f"stopped by {by or '`ara stop`'}{' --cancel' if cancel else ''}"
+        self.log(self.stopping + ("; cancelling running jobs" if cancel else "; waiting for running trials"))
+        if cancel:
+            # Cancelled by the user, not by their own fault: they run again when the run resumes.
+            self._cancel_all(wait_s=0, by_user=True)
 
-    def _cancel_all(self, wait_s: float, why: str = "") -> None:
+    def _cancel_all(self, wait_s: float, why: str = "", by_user: bool = False) -> None:
         """Cancel every live job (`why` becomes its trial's reason), waiting up to wait_s for the ends."""
         for trial in self.ledger.trials():
             if trial.state.is_live():
                 if why:
                     self.early_stop[trial.id] = why
+                if by_user:
+                    self.user_cancelled.add(trial.id)
                 self.executor.cancel(trial.id)
         deadline = self.clock() + wait_s
         while wait_s and self.executor.live() and self.clock() < deadline:

@@ -44,6 +44,21 @@ class Referee:
                 )
                 ctl.submit([spec])
                 return
+        if outcome.state is JobState.CANCELLED and trial.id in ctl.user_cancelled:
+            # Not evidence about the idea: planned again, so `ara resume` runs it (the baseline too).
+            ctl.user_cancelled.discard(trial.id)
+            ctl.monitor.forget(trial.id)
+            ctl.ledger.update(
+                trial,
+                ctl.clock(),
+                event="cancelled-by-user",
+                state=TrialState.PLANNED,
+                job_id=None,
+                job_state=None,
+                reason="cancelled by `ara stop --cancel`; runs again when the run resumes",
+            )
+            ctl.log(f"{trial.id} cancelled by the user; it runs again on `ara resume`")
+            return
         early = ctl.early_stop.pop(trial.id, "")
         if early and outcome.state is JobState.CANCELLED:
             outcome.reason = early

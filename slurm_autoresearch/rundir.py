@@ -277,8 +277,9 @@ class RunDir:
         return data.decode("utf-8", errors="replace"), offset + len(data)
 
     # -- stop requests (written by `ara stop`, read by the controller) ------------------------
-    def request_stop(self, cancel: bool) -> None:
-        atomic_write_text(self.stop_path, "cancel\n" if cancel else "finish\n")
+    def request_stop(self, cancel: bool, by: str = "`ara stop`") -> None:
+        """Ask the controller to stop; `by` says who asked, for the run's stop reason."""
+        atomic_write_text(self.stop_path, f"{'cancel' if cancel else 'finish'} {by}\n")
 
     def request_rerun(self, trial_id: str, steps: int | None, seeds: int, now: float) -> str:
         """Ask the live controller for re-runs; returns the request id (rows carry it: idempotent)."""

@@ -220,6 +220,7 @@ def test_first_ctrl_c_drains_and_a_stopped_run_resumes_to_the_same_count(toy_rep
     assert proc.returncode == 0, output
     doc = json.loads(_ara("status", "--json", cwd=toy_repo).stdout)
     assert doc["run"]["state"] == "stopped" and len(doc["trials"]) == 2  # the slow one finished, no more
+    assert doc["run"]["reason"] == "stopped by Ctrl-C"  # not "by `ara stop`": the reason says what happened
     assert next(t for t in doc["trials"] if t["title"] == "slow")["job_state"] == "completed"
     assert _ara("resume", doc["run"]["id"], cwd=toy_repo).returncode == 0
     doc = json.loads(_ara("status", "--json", cwd=toy_repo).stdout)

@@ -223,9 +223,12 @@ def test_stop_cancel_ends_the_run_and_records_cancelled_trials(toy_repo: Path) -
     assert summary.state == "stopped"
     ledger = Ledger.open(controller.rundir.ledger, readonly=True)
     slow = ledger.trial("T0002")
-    assert slow is not None and slow.decision is Decision.CRASH and slow.job_state == "cancelled"
+    # Cancelled by the user, not by its own fault: planned again for `ara resume`, not a crash.
+    assert slow is not None and slow.decision is None and slow.state.value == "planned", slow
+    assert "cancelled by `ara stop --cancel`" in slow.reason
     assert len(ledger.trials()) == 2
     assert ledger.meta()["state"] == "stopped"
+    assert ledger.meta()["end_reason"].startswith("stopped by `ara stop` --cancel")
     ledger.close()
 
 
@@ -255,8 +258,12 @@ def test_injected_executor_is_used(toy_repo: Path) -> None:
     ledger.close()
 
 
-def test_stop_during_the_baseline_is_a_stop_not_a_failure(toy_repo: Path) -> None:
-    (toy_repo / "config.toml").write_text("x = 0.5\ny = 2.0\nsleep = 60.0\n")
+def test_stop_cancel_during_the_baseline_then_resume_finishes_the_run(toy_repo: Path) -> None:
+    """Issue 14: `ara stop --cancel` while the baseline ran, then `ara resume`, failed a healthy
+    run ("baseline produced no metric (cancelled)"). The baseline runs again and the run finishes."""
+    from slurm_autoresearch.launcher import open_run
+
+    (toy_repo / "config.toml").write_text("x = 0.5\ny = 2.0\nsleep = 1.5\n")
     commit_all(toy_repo, "slow baseline")
     task = load_task(write_task(toy_repo, trials=3, parallel=1))
     controller = None
@@ -273,6 +280,13 @@ def test_stop_during_the_baseline_is_a_stop_not_a_failure(toy_repo: Path) -> Non
     controller = launch(task, echo=lambda _: None, sleep=sleep)
     summary = controller.run()
     assert summary.state == "stopped" and summary.trials == 1
+    resumed = open_run(controller.rundir, echo=lambda _: None).run()
+    assert resumed.state == "finished", resumed.reason
+    ledger = Ledger.open(controller.rundir.ledger, readonly=True)
+    trials = ledger.trials()
+    ledger.close()
+    assert trials[0].decision is Decision.KEEP and trials[0].metric is not None
+    assert len([t for t in trials if t.kind.is_hypothesis()]) == 3
 
 
 def test_the_controller_never_loads_torch_wandb_or_matplotlib(toy_repo: Path) -> None:
