@@ -103,6 +103,8 @@ class _Job:
     running: bool = False
     cancelled: bool = False
     reason: str = ""  # the last pending reason reported
+    reason_since: float = 0.0  # when that reason was first seen
+    released: float = 0.0  # when ara asked Slurm to start a held-back requeued job now
     early_queries: int = 0  # sacct asked out of turn because its outcome file is there
 
 
@@ -378,9 +380,14 @@ class SlurmExecutor:
 
     def _pending_update(self, job: _Job, row: SlurmRow) -> JobUpdate | None:
         """Say why a job waits (once per reason); end one that waited past max_pending_s."""
+        now = self.clock()
         if row.reason and row.reason != job.reason:
-            job.reason = row.reason
+            job.reason, job.reason_since = row.reason, now
             return JobUpdate(job.spec.trial_id, job.job_id, "pending", note=row.reason)
+        if job.running and row.reason == "BeginTime" and now - job.reason_since >= 2 * self.poll_interval:
+            held = self._held_back(job, now)
+            if held is not None:
+                return held
         waited = self.clock() - job.submitted
         if self.max_pending_s is not None and waited > self.max_pending_s:
             why = row.reason
@@ -393,6 +400,25 @@ class SlurmExecutor:
             outcome = Outcome(state=JobState.LOST, reason=reason)
             return JobUpdate(job.spec.trial_id, job.job_id, "finished", outcome)
         return None
+
+    def _held_back(self, job: _Job, now: float) -> JobUpdate | None:
+        """Slurm holds a requeued job back (BeginTime, about two minutes) while its slot idles: ask
+        it to start the job now; where that is not allowed, cancel it and report it lost, so the
+        same trial is submitted again at once (an infrastructure retry)."""
+        if not job.released:
+            job.released = now
+            with contextlib.suppress(RuntimeError, OSError, subprocess.TimeoutExpired):
+                _run(["scontrol", "update", f"jobid={job.job_id}", "starttime=now"])
+            return None
+        if now - job.released < 2 * self.poll_interval:
+            return None
+        with contextlib.suppress(RuntimeError, OSError, subprocess.TimeoutExpired):
+            _run(["scancel", job.job_id])
+        del self._live[job.spec.trial_id]
+        reason = "held back by Slurm after a requeue (BeginTime); cancelled so its slot does not idle"
+        return JobUpdate(
+            job.spec.trial_id, job.job_id, "finished", Outcome(state=JobState.LOST, reason=reason)
+        )
 
     def _resolve_missing(self, job: _Job) -> JobUpdate | None:
         """A job neither accounting nor the queue shows: ask scontrol, then the trial directory."""
