@@ -249,10 +249,13 @@ def resumable(rundir: RunDir) -> str:
     """ "" when the run can be resumed, else why not."""
     ledger = Ledger.open(rundir.ledger, readonly=True)
     try:
-        state = ledger.meta().get("state")
+        meta = ledger.meta()
     finally:
         ledger.close()
-    if state in ("finished", "failed"):
+    state, reason = meta.get("state"), str(meta.get("end_reason") or "")
+    # A failed baseline is the task's fault (fix it and submit again); any other failure was
+    # ara's own (its disk, its ledger), and the ledger says where to carry on.
+    if state == "finished" or (state == "failed" and reason.startswith("baseline")):
         return f"run {rundir.run_id} is {state}; nothing to resume"
     holder = rundir.lock_holder()
     if holder and rundir.holder_alive(holder) is not False:

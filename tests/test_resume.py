@@ -9,6 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from slurm_autoresearch.executors import LocalExecutor
 from slurm_autoresearch.ledger import Ledger
 from slurm_autoresearch.trial import Decision, TrialState
 
@@ -72,3 +75,32 @@ def test_sigkill_at_random_moments_loses_and_repeats_nothing(toy_repo: Path) -> 
     assert git(toy_repo, "rev-parse", f"ara/{run_id}/best").strip() == kept[-1].commit
     assert not [p for p in (rundir / "worktrees").glob("T*")]  # cleaned up
     assert repo_state(toy_repo)[:3] == before[:3]
+
+
+class _BrokenOnce(LocalExecutor):
+    """An executor whose third poll fails as a full disk would: a failure of ara's own machinery."""
+
+    polls = 0
+
+    def poll(self):  # type: ignore[no-untyped-def]
+        type(self).polls += 1
+        if type(self).polls == 3:
+            raise OSError(28, "No space left on device")
+        return super().poll()
+
+
+def test_a_run_that_failed_of_its_own_machinery_says_why_and_resumes(toy_repo: Path) -> None:
+    from slurm_autoresearch.launcher import launch, open_run, resumable
+    from slurm_autoresearch.task import load_task
+
+    path = write_task(toy_repo, trials=3, parallel=1)
+    controller = launch(load_task(path), executor=_BrokenOnce(capacity=1), echo=lambda _: None)
+    with pytest.raises(OSError):
+        controller.run()
+    ledger = Ledger.open(controller.rundir.ledger, readonly=True)
+    meta = ledger.meta()
+    ledger.close()
+    assert meta["state"] == "failed" and "No space left on device" in meta["end_reason"]
+    assert resumable(controller.rundir) == ""
+    summary = open_run(controller.rundir, echo=lambda _: None).run()
+    assert summary.state == "finished", summary.reason
