@@ -366,7 +366,9 @@ def test_a_requeued_job_runs_again_and_completes(tmp_path: Path) -> None:
     requeued = time.time()
     # Slurm holds a requeued job back for about two minutes (BeginTime); the executor lets it go.
     outcome = _outcome(_drain(ex, timeout=120)["T0001"])
-    assert time.time() - requeued < 60, "the requeued job idled its slot behind Slurm's BeginTime"
+    assert time.time() - requeued < 100, (
+        "the requeued job idled its slot behind Slurm's BeginTime (about 2 min)"
+    )
     assert outcome.state is JobState.COMPLETED and outcome.metric == 2
     assert (Path(spec.trial_dir) / "train.log").read_text().count("[ara] trial T0001") == 2
 

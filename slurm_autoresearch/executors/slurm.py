@@ -105,6 +105,7 @@ class _Job:
     reason: str = ""  # the last pending reason reported
     reason_since: float = 0.0  # when that reason was first seen
     released: float = 0.0  # when ara asked Slurm to start a held-back requeued job now
+    release_refused: bool = False  # and Slurm said no (then it is cancelled and submitted again)
     early_queries: int = 0  # sacct asked out of turn because its outcome file is there
 
 
@@ -407,10 +408,14 @@ class SlurmExecutor:
         same trial is submitted again at once (an infrastructure retry)."""
         if not job.released:
             job.released = now
-            with contextlib.suppress(RuntimeError, OSError, subprocess.TimeoutExpired):
+            try:
                 _run(["scontrol", "update", f"jobid={job.job_id}", "starttime=now"])
+                job.release_refused = False
+            except (RuntimeError, OSError, subprocess.TimeoutExpired):
+                job.release_refused = True
             return None
-        if now - job.released < 2 * self.poll_interval:
+        # Slurm took the new start time: the job starts at its next scheduling pass.
+        if not job.release_refused or now - job.released < 2 * self.poll_interval:
             return None
         with contextlib.suppress(RuntimeError, OSError, subprocess.TimeoutExpired):
             _run(["scancel", job.job_id])
