@@ -110,6 +110,8 @@ def submit(task_file: Path, check: bool, overrides: tuple[str, ...], detach: boo
 
     task = load_task(task_file, list(overrides))
     spec = task.spec
+    for warning in task.warnings():
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
     if check:
         click.echo(
             f"{task_file}: ok: {task.name}, repo {task.repo}, workdir {task.workdir}, "

@@ -390,6 +390,7 @@ class Controller:
             writable=list(self.spec.sandbox.writable),
             repo=str(self.task.repo),
             git_dir=str(self.ws.git_dir),
+            cpus=self.spec.resources.cpus_per_trial,
         )
         write_json(tdir / JOB_FILE, spec.to_dict())
         self.ledger.update(trial, self.clock(), event="materialized", commit=commit)

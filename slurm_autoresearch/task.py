@@ -35,6 +35,17 @@ class Task:
     summarizer: str = "rules"
     data: dict[str, Any] = dataclasses.field(default_factory=dict)  # the TOML as read, overrides applied
 
+    def warnings(self) -> list[str]:
+        """What is allowed but probably not meant: said by `ara submit` and `--check`."""
+        res, cores = self.spec.resources, os.cpu_count() or 1
+        found = []
+        if self.executor == "local" and self.spec.run.parallel * res.cpus_per_trial > cores:
+            found.append(
+                f"[run] parallel {self.spec.run.parallel} x [resources] cpus_per_trial "
+                f"{res.cpus_per_trial} > {cores} cores here: trials will share cores and run slower"
+            )
+        return found
+
     @property
     def name(self) -> str:
         return self.spec.task.name

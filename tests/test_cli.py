@@ -274,3 +274,11 @@ def test_submit_detach_returns_at_once_and_the_run_finishes(toy_repo: Path) -> N
     doc = _wait_for_state(toy_repo, run_id, ("finished",))
     assert len(doc["trials"]) == 3
     assert (toy_repo / ".ara" / "runs" / run_id / "controller.out").read_text().count("submitted") >= 3
+
+
+def test_check_warns_when_local_trials_would_share_cores(toy_repo: Path) -> None:
+    cores = os.cpu_count() or 1
+    path = write_task(toy_repo, "[resources]\ncpus_per_trial = 2\n", parallel=cores)
+    out = _ara("submit", "--check", str(path), cwd=toy_repo)
+    assert out.returncode == 0
+    assert f"parallel {cores} x [resources] cpus_per_trial 2 > {cores} cores" in out.stderr, out.stderr

@@ -55,3 +55,28 @@ def test_rules_name_what_went_wrong(tmp_path: Path) -> None:
     log.write_text("x" * 10000 + "\nlast line\n")
     assert tail(log, 100).endswith("last line\n")
     assert len(tail(log, 100)) <= 100
+
+
+def test_thread_pools_are_capped_to_the_trials_cpus(tmp_path: Path) -> None:
+    """Two trials on two cores each starting a pool per core fought over the CPUs (issue 15)."""
+    spec = JobSpec(
+        trial_id="T0001",
+        run_id="r",
+        run_dir="/runs/r",
+        trial_dir=str(tmp_path),
+        worktree="/w",
+        workdir=".",
+        command="true",
+        eval=None,
+        metric="m",
+        steps=1,
+        time_limit_s=5,
+        gpus=0,
+        frozen={},
+        project="p",
+        cpus=2,
+        env={"MKL_NUM_THREADS": "4"},
+    )
+    env = trial_env(spec, {"PATH": "/bin", "OMP_NUM_THREADS": "64"})
+    assert env["OMP_NUM_THREADS"] == "2" and env["OPENBLAS_NUM_THREADS"] == "2"  # the node's 64 is not ours
+    assert env["MKL_NUM_THREADS"] == "4"  # the task's own setting wins

@@ -46,6 +46,7 @@ class JobSpec:
     writable: list[str] = field(default_factory=list)
     repo: str = ""  # the user's checkout: its hidden files are masked as well
     git_dir: str = ""  # the repository's git directory, out of the training's reach
+    cpus: int = 0  # [resources] cpus_per_trial: thread pools are capped to it (0: left alone)
 
     @property
     def cwd(self) -> Path:

@@ -39,13 +39,26 @@ EVAL_LOG = "eval.log"  # the evaluation's own output: the only stream its metric
 EVAL_ROOM = "eval-room"  # the evaluation's scratch: its metrics file, bootstrap and bytecode cache
 _KILL_GRACE_S = 5.0
 Finish = Callable[..., Outcome]
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
 _BLOCK_LINE = re.compile(r"^\s*([A-Za-z_][\w./-]*)\s*:\s*(\S+)\s*$")
 
 
 def trial_env(spec: JobSpec, base: Mapping[str, str]) -> dict[str, str]:
     """The job's environment: the allowlisted part of the node's, what the task passes on purpose,
     and ara's own variables; model-written code runs here, so never a secret it did not ask for."""
-    env = job_environ(base, spec.pass_env, {k: v for k, v in spec.env.items() if not k.startswith("ARA_")})
+    env = job_environ(base, spec.pass_env)
+    if spec.cpus:
+        # Each library would start a thread per core of the node: trials sharing it then fight
+        # over the CPUs (the task's own values, set below, win).
+        env.update(dict.fromkeys(THREAD_VARIABLES, str(spec.cpus)))
+    env.update(job_environ({}, (), {k: v for k, v in spec.env.items() if not k.startswith("ARA_")}))
     trial_dir = Path(spec.trial_dir)
     env.update(
         wandb_env(
