@@ -90,6 +90,41 @@ def _check_command(source: str, key: str, command: str, cwd: Path) -> None:
         raise TaskError(
             f"{source}: [task] {key}: command not found: {program!r} (install it or fix the command)"
         )
+    script = _script_of(command)
+    if script and not (cwd / script).is_file():
+        raise TaskError(
+            f"{source}: [task] {key}: {program} would run {script!r}, which is not in {cwd} "
+            "(a misspelt name fails every trial with the real cause only in its log)"
+        )
+
+
+_INTERPRETERS = re.compile(r"^(python[\d.]*|bash|sh|Rscript|julia|perl|ruby|node)$")
+
+
+def _script_of(command: str) -> str | None:
+    """The script an interpreter is asked to run first (`python train.py`), if the command says."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None
+    while words and "=" in words[0] and not words[0].startswith(("-", "/", ".")):
+        words = words[1:]  # VAR=value before the program
+    if len(words) < 2 or not _INTERPRETERS.match(Path(words[0]).name):
+        return None
+    skip = False
+    for word in words[1:]:
+        if skip:
+            skip = False
+            continue
+        if word in ("-m", "-c", "-e", "--eval", "-") or word in ("&&", "||", ";", "|"):
+            return None  # a module, inline code or stdin: nothing to look for
+        if word in ("-W", "-X", "--check-hash-based-pycs"):
+            skip = True  # options that take a value
+            continue
+        if not word.startswith("-"):
+            script = word.rstrip(";&|")
+            return None if "$" in script or "*" in script else script
+    return None
 
 
 def read_spec(path: Path) -> TaskSpec:

@@ -282,3 +282,11 @@ def test_check_warns_when_local_trials_would_share_cores(toy_repo: Path) -> None
     out = _ara("submit", "--check", str(path), cwd=toy_repo)
     assert out.returncode == 0
     assert f"parallel {cores} x [resources] cpus_per_trial 2 > {cores} cores" in out.stderr, out.stderr
+
+
+def test_check_catches_a_misspelt_script(toy_repo: Path) -> None:
+    path = write_task(toy_repo)
+    path.write_text(path.read_text().replace('command = "python train.py"', 'command = "python trian.py"'))
+    out = _ara("submit", "--check", str(path), cwd=toy_repo)
+    assert out.returncode == 2 and "would run 'trian.py', which is not in" in out.stderr, out.stderr
+    assert out.stderr.count("\n") <= 2
