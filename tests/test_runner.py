@@ -22,8 +22,8 @@ def test_metrics_json_wins_over_the_block(tmp_path: Path) -> None:
     assert read_metrics(tmp_path / "absent.json", "---\nscore: 9\n") == {"score": 9.0}
 
 
-def test_trial_env_strips_secrets_even_from_the_task(tmp_path: Path) -> None:
-    spec = JobSpec(
+def _spec(tmp_path: Path, **fields: object) -> JobSpec:
+    base = dict(
         trial_id="T0003",
         run_id="r",
         run_dir="/runs/r",
@@ -38,8 +38,12 @@ def test_trial_env_strips_secrets_even_from_the_task(tmp_path: Path) -> None:
         gpus=0,
         frozen={},
         project="p",
-        env={"ANTHROPIC_API_KEY": "x", "ARA_STEPS": "999", "FOO": "1"},
     )
+    return JobSpec(**{**base, **fields})  # type: ignore[arg-type]
+
+
+def test_trial_env_strips_secrets_even_from_the_task(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, env={"ANTHROPIC_API_KEY": "x", "ARA_STEPS": "999", "FOO": "1"})
     env = trial_env(spec, {"ANTHROPIC_AUTH_TOKEN": "t", "PATH": "/bin", "ARA_TRIAL_ID": "stale"})
     assert not [k for k in env if k.startswith("ANTHROPIC_")]
     assert env["ARA_STEPS"] == "11" and env["ARA_TRIAL_ID"] == "T0003" and env["FOO"] == "1"
@@ -59,24 +63,7 @@ def test_rules_name_what_went_wrong(tmp_path: Path) -> None:
 
 def test_thread_pools_are_capped_to_the_trials_cpus(tmp_path: Path) -> None:
     """Two trials on two cores each starting a pool per core fought over the CPUs (issue 15)."""
-    spec = JobSpec(
-        trial_id="T0001",
-        run_id="r",
-        run_dir="/runs/r",
-        trial_dir=str(tmp_path),
-        worktree="/w",
-        workdir=".",
-        command="true",
-        eval=None,
-        metric="m",
-        steps=1,
-        time_limit_s=5,
-        gpus=0,
-        frozen={},
-        project="p",
-        cpus=2,
-        env={"MKL_NUM_THREADS": "4"},
-    )
+    spec = _spec(tmp_path, cpus=2, env={"MKL_NUM_THREADS": "4"})
     env = trial_env(spec, {"PATH": "/bin", "OMP_NUM_THREADS": "64"})
     assert env["OMP_NUM_THREADS"] == "2" and env["OPENBLAS_NUM_THREADS"] == "2"  # the node's 64 is not ours
     assert env["MKL_NUM_THREADS"] == "4"  # the task's own setting wins
