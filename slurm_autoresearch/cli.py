@@ -464,8 +464,11 @@ def sync(run: str | None, entity: str | None, project: str | None, dry_run: bool
     from .wandb_summary import sync_commands
 
     rundir = find_run(run, root)
-    # The summary run is refreshed first, so it shows the trail as it is now.
-    subprocess.run([sys.executable, "-m", "slurm_autoresearch.wandb_summary", str(rundir.path)], check=False)
+    # The summary run is refreshed first, so it shows the trail as it is now; a dry run writes nothing.
+    if not dry_run:
+        subprocess.run(
+            [sys.executable, "-m", "slurm_autoresearch.wandb_summary", str(rundir.path)], check=False
+        )
     extra = [*(["--entity", entity] if entity else []), *(["--project", project] if project else [])]
     commands = sync_commands(rundir.path, [*extra, *(["--dry-run"] if dry_run else [])])
     if not commands:

@@ -184,6 +184,8 @@ def test_offline_trial_runs_and_the_summary_run(toy_repo: Path) -> None:
     assert all(c[1:4] == ["-m", "wandb", "sync"] for c in commands)
     assert commands[-1][-1] == str(offline_runs(summary_dir(rundir.path))[0])
     # `ara sync --dry-run`: one wandb sync per trial with runs, then the summary, nothing uploaded
+    # and nothing written (issue 15: it refreshed the summary run).
+    before = {p: p.stat().st_mtime_ns for p in rundir.path.rglob("*")}
     sync = subprocess.run(
         [sys.executable, "-m", "slurm_autoresearch.cli", "sync", str(rundir.path), "--dry-run"],
         capture_output=True,
@@ -192,4 +194,5 @@ def test_offline_trial_runs_and_the_summary_run(toy_repo: Path) -> None:
     )
     assert sync.returncode == 0, sync.stdout + sync.stderr
     oks = [line for line in sync.stdout.splitlines() if line.startswith("ok")]
+    assert {p: p.stat().st_mtime_ns for p in rundir.path.rglob("*")} == before
     assert len(oks) == len([t for t in trials if offline_runs(rundir.trial_dir(t.id))]) + 1
