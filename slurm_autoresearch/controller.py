@@ -32,6 +32,7 @@ from .playbook import Playbook
 from .recovery import recover
 from .referee import Referee
 from .rundir import RunDir, atomic_write_text, write_json
+from .safetext import error_line
 from .summarizer import RuleSummarizer, Summarizer
 from .task import Task
 from .trial import Decision, Trial, TrialKind, TrialState
@@ -145,7 +146,7 @@ class Controller:
             raise
         except Exception as exc:
             # A failed run always says why, even when ara itself broke (its ledger, its disk).
-            reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}; `ara resume` carries it on"
+            reason = f"{error_line(exc)}; `ara resume` carries it on"
             raise
         finally:
             if not lost:
@@ -353,7 +354,7 @@ class Controller:
             # (a failure of the ledger, ara's own state, is not caught here and stops it).
             self._reject(
                 trial,
-                f"could not be made into a commit: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}",
+                f"could not be made into a commit: {error_line(exc)}",
             )
             return None
         if patch or not (tdir / "patch.diff").exists():

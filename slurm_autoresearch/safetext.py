@@ -35,6 +35,12 @@ def one_line(text: str, limit: int | None = None) -> str:
     return flat if limit is None or len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+def error_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one line of a reason: its type and message (a message may quote a path or a
+    model's text)."""
+    return f"{type(exc).__name__}: {one_line(str(exc), limit) or '(no message)'}"
+
+
 def storable(text: str) -> str:
     """Text any UTF-8 file or SQLite column takes: lone surrogates written as escapes, the rest
     kept as it was (a record of what the model said, shown through `visible` later)."""

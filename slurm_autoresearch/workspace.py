@@ -14,6 +14,7 @@ import git
 from .errors import EditError
 from .hypothesis import Edit
 from .jobenv import git_environ
+from .safetext import error_line
 from .surface import EditSurface, safe_relpath
 
 # Commits made by ara carry this identity when the user has none configured (CI, fresh accounts).
@@ -26,11 +27,6 @@ _FALLBACK_IDENTITY = {
 
 
 _NAME_MAX = 255  # bytes in one path segment on every usual filesystem
-
-
-def _oneline(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return f"{type(exc).__name__}: {text[:300]}"
 
 
 def repo_toplevel(path: Path) -> Path | None:
@@ -249,7 +245,7 @@ class Workspace:
         except (OSError, UnicodeError, ValueError) as exc:
             # Whatever else the filesystem or an encoding refuses is the hypothesis's failure.
             self._discard(trial_id)
-            raise EditError(f"edit rejected: {_oneline(exc)}") from None
+            raise EditError(f"edit rejected: {error_line(exc)}") from None
 
     def _discard(self, trial_id: str) -> None:
         """Release a half-made trial; a release that fails too must not hide the first failure."""

@@ -154,16 +154,30 @@ def slurm_answers() -> bool:
     return out.returncode == 0 and any(s in out.stdout for s in ("idle", "mixed", "allocated"))
 
 
+def unavailable(why: str) -> None:
+    """A test needs what this machine lacks (Slurm, bubblewrap, root, torch): it skips on a laptop,
+    and fails under ARA_REQUIRE_SLURM=1 (CI, where scripts/test installs all of it)."""
+    import os
+
+    if os.environ.get("ARA_REQUIRE_SLURM") == "1":
+        pytest.fail(f"ARA_REQUIRE_SLURM=1 but {why}")
+    pytest.skip(why)
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster() -> None:
     """Slurm tests run against the real cluster; ARA_REQUIRE_SLURM=1 turns its absence into a failure."""
-    import os
+    if not slurm_answers():
+        unavailable("no Slurm cluster answers: `scripts/slurm start` (as root) makes one")
 
-    if slurm_answers():
-        return
-    if os.environ.get("ARA_REQUIRE_SLURM") == "1":
-        pytest.fail("ARA_REQUIRE_SLURM=1 but no Slurm cluster answers: run `scripts/slurm start` (as root)")
-    pytest.skip("no Slurm cluster here: `scripts/slurm start` makes one; CI sets ARA_REQUIRE_SLURM=1")
+
+@pytest.fixture
+def bwrap_works() -> None:
+    """Sandbox tests need a bubblewrap that makes rooms here."""
+    from slurm_autoresearch.sandbox import probe
+
+    if probe():
+        unavailable(f"no working bubblewrap here: {probe()}")
 
 
 def _fake_module():  # type: ignore[no-untyped-def]

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests import hostile
+from tests.conftest import unavailable
 
 USER = "ara-attacker"
 ALPHABET = "123456789abcde"  # the answer key never holds "0" (the honest guess) nor "f"
@@ -37,12 +38,6 @@ class Attacker:
     uid: int
 
 
-def _unavailable(why: str) -> None:
-    if os.environ.get("ARA_REQUIRE_SLURM") == "1":
-        pytest.fail(why)
-    pytest.skip(why)
-
-
 def _as_user(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
     runuser = shutil.which("runuser") or "/usr/sbin/runuser"
     return subprocess.run([runuser, "-u", USER, "--", *cmd], capture_output=True, text=True, **kw)  # type: ignore[call-overload]
@@ -52,9 +47,9 @@ def _as_user(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
 def attacker() -> Attacker:
     """An unprivileged user who runs ara (CI runs as root; researchers do not)."""
     if os.geteuid() != 0:
-        _unavailable("the hostile suite creates an unprivileged user: run the tests as root (CI does)")
+        unavailable("the hostile suite creates an unprivileged user: run the tests as root (CI does)")
     if not shutil.which("bwrap"):
-        _unavailable("bubblewrap is not installed (scripts/test installs it)")
+        unavailable("bubblewrap is not installed (scripts/test installs it)")
     try:
         entry = pwd.getpwnam(USER)
     except KeyError:
@@ -490,7 +485,7 @@ def test_a_node_without_a_sandbox_turns_the_whole_run_unprotected(toy_repo: Path
 
     real = shutil.which("bwrap")
     if real is None:
-        _unavailable("bubblewrap is not installed")
+        unavailable("bubblewrap is not installed")
     gone = tmp_path / "node-has-no-bwrap"
     wrapper = tmp_path / "bwrap-on-some-nodes"
     wrapper.write_text(f'#!/bin/sh\n[ -e "{gone}" ] && exit 1\nexec "{real}" "$@"\n')

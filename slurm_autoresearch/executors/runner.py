@@ -53,12 +53,10 @@ _BLOCK_LINE = re.compile(r"^\s*([A-Za-z_][\w./-]*)\s*:\s*(\S+)\s*$")
 def trial_env(spec: JobSpec, base: Mapping[str, str]) -> dict[str, str]:
     """The job's environment: the allowlisted part of the node's, what the task passes on purpose,
     and ara's own variables; model-written code runs here, so never a secret it did not ask for."""
-    env = job_environ(base, spec.pass_env)
-    if spec.cpus:
-        # Each library would start a thread per core of the node: trials sharing it then fight
-        # over the CPUs (the task's own values, set below, win).
-        env.update(dict.fromkeys(THREAD_VARIABLES, str(spec.cpus)))
-    env.update(job_environ({}, (), {k: v for k, v in spec.env.items() if not k.startswith("ARA_")}))
+    # Each library would start a thread per core of the node, and trials sharing it would fight
+    # over the CPUs: pools get cpus_per_trial threads, unless the task sets them itself.
+    caps = dict.fromkeys(THREAD_VARIABLES, str(spec.cpus)) if spec.cpus else {}
+    env = job_environ(base, spec.pass_env, caps)
     trial_dir = Path(spec.trial_dir)
     env.update(
         wandb_env(
@@ -71,6 +69,8 @@ def trial_env(spec: JobSpec, base: Mapping[str, str]) -> dict[str, str]:
             mode=spec.wandb,
         )
     )
+    # The task's own values win over ours (W&B's, the thread caps), never over ARA_* or the key.
+    env.update(job_environ({}, (), {k: v for k, v in spec.env.items() if not k.startswith("ARA_")}))
     env.update(
         ARA_TRIAL_ID=spec.trial_id,
         ARA_RUN_DIR=spec.run_dir,
