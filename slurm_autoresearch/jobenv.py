@@ -154,11 +154,6 @@ def git_environ(base: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def git_config_args() -> list[str]:
-    """The same overrides as `-c` arguments, for a git started without git_environ."""
-    return [arg for key, value in _GIT_OVERRIDES.items() for arg in ("-c", f"{key}={value}")]
-
-
 def hide_own_environ() -> bool:
     """Make this process non-dumpable: its /proc/<pid>/environ (which still holds the key it was
     started with, whatever os.environ says now) becomes unreadable to other processes of the same

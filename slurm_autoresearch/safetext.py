@@ -14,7 +14,6 @@ _FORMAT = (
     "\U000e0001\U000e0020-\U000e007f"
 )
 _UNSAFE = re.compile(f"[\x00-\x1f\x7f-\x9f\ud800-\udfff{_FORMAT}]")
-_INVISIBLE = re.compile(f"[\ud800-\udfff{_FORMAT}]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -45,11 +44,6 @@ def storable(text: str) -> str:
     """Text any UTF-8 file or SQLite column takes: lone surrogates written as escapes, the rest
     kept as it was (a record of what the model said, shown through `visible` later)."""
     return _SURROGATE.sub(_shown, text)
-
-
-def invisible(text: str) -> bool:
-    """Whether text holds characters a reader cannot see (bidi overrides, zero-width, surrogates)."""
-    return _INVISIBLE.search(text) is not None
 
 
 def markdown(text: str, keep: str = "\n\t") -> str:

@@ -179,6 +179,7 @@ class Room:
             reveal=python + ((Path(spec.repo),) if spec.repo else ()),
         )
 
+    @functools.cached_property
     def _masks(self) -> list[Path]:
         """The real paths to mask, once each; under /tmp only inside what the room reveals there."""
         masks = [self.runs] + ([self.git_dir] if self.git_dir else []) + list(self.checkout_hidden)
@@ -188,11 +189,12 @@ class Room:
             if not os.path.lexists(mask):
                 continue
             path = Path(os.path.realpath(mask))  # bwrap mounts on real paths, never through a link
-            hidden_anyway = _under(path, TMP) and not any(_under(path, r) for r in self._revealed())
+            hidden_anyway = _under(path, TMP) and not any(_under(path, r) for r in self._revealed)
             if path not in seen and not hidden_anyway:
                 seen.append(path)
         return seen
 
+    @functools.cached_property
     def _revealed(self) -> list[Path]:
         out: list[Path] = []
         for path in self.reveal:
@@ -204,14 +206,14 @@ class Room:
     def _sealed(self, args: list[str]) -> list[str]:
         """Masked folders become read-only once everything under them is bound: a write there
         fails instead of vanishing with the room."""
-        for path in self._masks():
+        for path in self._masks:
             if path.is_dir():
                 args += ["--remount-ro", str(path)]
         return [*args, "--chdir", str(self.cwd), "--"]
 
     def _base(self) -> list[str]:
         args = [self.program, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
-        for path in self._revealed():
+        for path in self._revealed:
             args += ["--ro-bind", str(path), str(path)]
         for pattern in _DEVICES:
             for dev in sorted(glob.glob(pattern)):
@@ -219,7 +221,7 @@ class Room:
         args += ["--unshare-pid", "--die-with-parent", "--new-session"]
         if not self.network:
             args.append("--unshare-net")
-        for path in self._masks():
+        for path in self._masks:
             if path.is_dir():
                 args += ["--tmpfs", str(path)]
             else:
@@ -280,7 +282,7 @@ def clean_python_env(
 
 
 def descendants(pid: int) -> list[int]:
-    """Every process below `pid` (through /proc/<pid>/task/*/children), deepest last."""
+    """Every process below `pid` (through /proc/<pid>/task/*/children)."""
     found: list[int] = []
     todo = [pid]
     while todo:
