@@ -292,13 +292,17 @@ def plan(prompt: str) -> dict[str, Any]:
     for title, search, replace, why in _CODE_IDEAS:
         for path, text in files.items():
             if len(out) < n and title not in tried and path.endswith(".py") and text.count(search) == 1:
+                # ara's edit rule: a search block is whole lines, so widen to the line around it.
+                start = text.rfind("\n", 0, text.find(search)) + 1
+                end = text.find("\n", text.find(search) + len(search) - 1) + 1 or len(text)
+                line = text[start:end]
                 out.append(
                     {
                         "title": title,
                         "rationale": why,
                         "expected": "higher validation metric",
                         "risk": "low",
-                        "edits": [{"path": path, "search": search, "replace": replace}],
+                        "edits": [{"path": path, "search": line, "replace": line.replace(search, replace)}],
                     }
                 )
                 tried.add(title)

@@ -7,6 +7,8 @@ from typing import Any
 
 import tomli_w
 
+from .hypothesis import line_matches
+
 _HEADER = re.compile(r"^\s*\[([^\[\]]+)\]\s*(#.*)?$")
 _KEY_LINE = re.compile(r"^(?P<indent>\s*)(?P<key>[A-Za-z0-9_-]+|\"[^\"]*\")\s*=\s*(?P<rest>.*)$")
 
@@ -62,10 +64,10 @@ def set_value(text: str, dotted: str, value: Any) -> tuple[str, str]:
         new_line = f"{m.group('indent')}{m.group('key')} = {toml_literal(value)}"
         new_line += f"  {comment}" if comment else ""
         search, replace = line, new_line + end
-        if text.count(search) > 1:  # widen to the table header so the block is unique
+        if len(line_matches(text, search)) > 1:  # widen to the table header so the block is unique
             search = "".join(lines[header_at : i + 1])
             replace = "".join(lines[header_at:i]) + new_line + end
-        if text.count(search) != 1:
+        if len(line_matches(text, search)) != 1:
             raise ValueError(f"cannot find a unique line for {dotted}")
         return search, replace
     raise ValueError(f"no line `{key} = ...` in table [{table or 'top level'}]")

@@ -15,6 +15,40 @@ class Edit:
     replace: str
 
 
+def line_matches(text: str, search: str) -> list[int]:
+    """Offsets where `search` occurs as whole lines: starting at a line's start, ending at one's end."""
+    found, start = [], text.find(search)
+    while start >= 0:
+        end = start + len(search)
+        at_start = start == 0 or text[start - 1] == "\n"
+        at_end = search.endswith("\n") or end == len(text) or text[end] in "\r\n"
+        if at_start and at_end:
+            found.append(start)
+        start = text.find(search, start + 1)
+    return found
+
+
+def whole_line_problem(text: str, search: str) -> str | None:
+    """Why `search` may not be replaced in `text`, or None when it matches whole lines exactly once.
+
+    A block that matched mid-line (4 spaces of indent where the code has 8) would be applied and
+    the trial would crash with an IndentationError; refusing it keeps the mistake a `rejected`.
+    """
+    whole = line_matches(text, search)
+    if len(whole) == 1:
+        return None
+    if whole:
+        return f"search text found {len(whole)} times (must match exactly once)"
+    inside = text.count(search)
+    if inside:
+        line = text[: text.find(search)].count("\n") + 1
+        return (
+            f"search text occurs only inside a line (line {line}); a search block must begin at the "
+            "start of a line and end at the end of one (copy whole lines, with their indentation)"
+        )
+    return "search text not found (must match whole lines exactly once)"
+
+
 @dataclass(frozen=True)
 class Hypothesis:
     """What to try and why. `params` holds the search-space values when the change is a config.

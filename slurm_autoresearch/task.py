@@ -236,6 +236,7 @@ def load_task(path: str | Path, overrides: list[str] | None = None) -> Task:
                 "commit or stash them (trials start from HEAD)"
             )
         _check_search(source, spec, surface, ws, head, tracked)
+        _check_idea_edits(source, spec, surface, ws, head, tracked)
     finally:
         ws.close()
 
@@ -362,6 +363,41 @@ def _check_search(
         for key in idea.config:
             if lookup(config, key) is None:
                 raise TaskError(f"{source}: [[ideas]] {idea.title!r}: {key!r} is not a key of {rel}")
+
+
+def _check_idea_edits(
+    source: str, spec: TaskSpec, surface: EditSurface, ws: Any, head: str, tracked: list[str]
+) -> None:
+    """Every [[ideas]] edit applies to the committed code under the trials' edit rule.
+
+    Caught here, a search block copied with the wrong indent is one line at submit time instead of
+    a rejected trial (or, under a looser rule, a trial that crashes with an IndentationError).
+    """
+    from .hypothesis import whole_line_problem
+
+    for idea in spec.ideas:
+        files: dict[str, str] = {}
+        for n, edit in enumerate(idea.edits, 1):
+            where = f"{source}: [[ideas]] {idea.title!r}, edit {n} ({edit.path})"
+            try:
+                rel = safe_relpath(edit.path)
+            except ValueError as exc:
+                raise TaskError(f"{where}: {exc}") from None
+            if surface.violation(rel):
+                raise TaskError(f"{where}: {surface.violation(rel)}")
+            if rel not in files:
+                files[rel] = ws.read_text(head, rel) if rel in tracked else ""
+            if edit.search == "":
+                if rel in tracked:
+                    raise TaskError(f"{where}: empty search text creates a file, but {rel} exists")
+                files[rel] = edit.replace
+                continue
+            if rel not in tracked and not files[rel]:
+                raise TaskError(f"{where}: {rel} is not a committed file")
+            problem = whole_line_problem(files[rel], edit.search)
+            if problem:
+                raise TaskError(f"{where}: {problem}")
+            files[rel] = files[rel].replace(edit.search, edit.replace, 1)
 
 
 def _check_local_gpus(source: str, spec: TaskSpec) -> None:

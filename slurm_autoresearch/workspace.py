@@ -12,7 +12,7 @@ from pathlib import Path
 import git
 
 from .errors import EditError
-from .hypothesis import Edit
+from .hypothesis import Edit, whole_line_problem
 from .jobenv import git_environ
 from .safetext import error_line
 from .surface import EditSurface, safe_relpath
@@ -335,11 +335,9 @@ class Workspace:
                 text = target.read_text(encoding="utf-8")
             except UnicodeDecodeError:
                 raise EditError(f"edit rejected: {edit.path} is not UTF-8 text") from None
-            count = text.count(edit.search)
-            if count != 1:
-                raise EditError(
-                    f"edit rejected: search text found {count} times in {edit.path} (must be exactly once)"
-                )
+            problem = whole_line_problem(text, edit.search)
+            if problem:
+                raise EditError(f"edit rejected: {edit.path}: {problem}")
         new = text.replace(edit.search, edit.replace, 1) if edit.search else edit.replace
         if len(new.encode("utf-8")) > self.max_file_bytes:
             raise EditError(f"edit rejected: {edit.path} would exceed the {self.max_file_bytes} byte limit")

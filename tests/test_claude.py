@@ -178,12 +178,12 @@ HOSTILE: list[tuple[str, Any, str]] = [
                 {**CODE_EDIT, "edits": [{"path": "train.py", "search": "nonexistent", "replace": "x"}]}
             ]
         },
-        "found 0 times",
+        "search text not found",
     ),
     (
         "search ambiguous",
         {"hypotheses": [{**CODE_EDIT, "edits": [{"path": "train.py", "search": "cfg", "replace": "x"}]}]},
-        "times in train.py",
+        "train.py: search text occurs only inside a line",
     ),
     (
         "symlink",
@@ -199,7 +199,7 @@ HOSTILE: list[tuple[str, Any, str]] = [
         "changes nothing",
         {
             "hypotheses": [
-                {**CODE_EDIT, "edits": [{"path": "config.toml", "search": "x = 0.5", "replace": "x = 0.5"}]}
+                {**CODE_EDIT, "edits": [{"path": "config.toml", "search": "x = 0.5  # the x knob\n", "replace": "x = 0.5  # the x knob\n"}]}
             ]
         },
         "edits change nothing",
@@ -429,7 +429,7 @@ def test_summarizer_may_veto_a_keep_but_never_force_one(toy_repo: Path, fake_cla
     worse = {
         **CODE_EDIT,
         "title": "worse",
-        "edits": [{"path": "config.toml", "search": "x = 0.5", "replace": "x = -4.0"}],
+        "edits": [{"path": "config.toml", "search": "x = 0.5  # the x knob", "replace": "x = -4.0"}],
     }
     fake_claude.push(
         Reply(tool_input={"hypotheses": [CODE_EDIT]}),

@@ -148,7 +148,7 @@ def test_a_hypothesis_planned_on_an_old_incumbent_is_built_on_it_when_its_edits_
     title = "x to 2.5 by hand"
     [[ideas.edits]]
     path = "config.toml"
-    search = "x = 0.5"
+    search = "x = 0.5  # the x knob"
     replace = "x = 2.5"
     """
     path = write_task(toy_repo, ideas, trials=3, parallel=1)

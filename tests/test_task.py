@@ -68,6 +68,22 @@ BROKEN = {
     ),
     "not toml": ("[task\nname=", "not valid TOML"),
     "bad metric type": (_replace('name = "score"', "name = 3"), "[metric] name: found 3"),
+    "idea search text with the wrong indent": (
+        TASK.format(trials=6, parallel=2)
+        + '[[ideas]]\ntitle = "no boom"\n[[ideas.edits]]\npath = "train.py"\n'
+        + 'search = "  raise RuntimeError(\\"boom from train.py\\")\\n"\nreplace = "  pass\\n"\n',
+        "[[ideas]] 'no boom', edit 1 (train.py): search text occurs only inside a line (line 12)",
+    ),
+    "idea search text not there": (
+        TASK.format(trials=6, parallel=2)
+        + '[[ideas]]\ntitle = "gone"\nedits = [{ path = "train.py", search = "lr = 3\\n", replace = "" }]\n',
+        "[[ideas]] 'gone', edit 1 (train.py): search text not found",
+    ),
+    "idea edits a frozen file": (
+        TASK.format(trials=6, parallel=2)
+        + '[[ideas]]\ntitle = "peek"\nedits = [{ path = "evaluate.py", search = "", replace = "x" }]\n',
+        "[[ideas]] 'peek', edit 1 (evaluate.py): evaluate.py is frozen",
+    ),
     "idea without change": (
         TASK.format(trials=6, parallel=2) + '[[ideas]]\ntitle = "x"\n',
         "[ideas #1]: an idea needs 'config' values or 'edits'",

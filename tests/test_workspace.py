@@ -29,7 +29,7 @@ def test_materialize_commits_in_a_worktree_and_keeps_a_ref(toy_repo: Path, tmp_p
     before = repo_state(toy_repo)
     ws = _ws(toy_repo, tmp_path)
     base = ws.head()
-    made = ws.materialize("T0002", base, [Edit("config.toml", "x = 0.5", "x = 1.5")], "T0002: x\n\nwhy")
+    made = ws.materialize("T0002", base, [Edit("config.toml", "x = 0.5  # the x knob", "x = 1.5  # the x knob")], "T0002: x\n\nwhy")
     assert made.changed == ("config.toml",)
     assert (made.worktree / "config.toml").read_text().startswith("x = 1.5")
     assert git(toy_repo, "rev-parse", "refs/ara/run1/T0002").strip() == made.commit
@@ -62,11 +62,13 @@ def test_new_file_with_empty_search(toy_repo: Path, tmp_path: Path) -> None:
         (Edit(".git/config", "", "[core]"), "points into .git"),
         (Edit("sub/.git/config", "", "[core]"), "points into .git"),
         (Edit("README.md", "toy", "pwned"), "outside the edit surface"),
-        (Edit("train.py", "no such text anywhere", "x"), "found 0 times"),
-        (Edit("train.py", "cfg", "x"), f"found {TRAIN.count('cfg')} times"),
+        (Edit("train.py", "no such text anywhere", "x"), "search text not found"),
+        (Edit("train.py", "cfg", "x"), "occurs only inside a line"),
+        (Edit("train.py", '  raise RuntimeError("boom from train.py")\n', "x"), "only inside a line (line 12)"),
+        (Edit("train.py", "    import math", "x"), "search text not found"),
         (Edit("missing.py", "a", "b"), "missing.py does not exist"),
         (Edit("train.py", "", "overwrite"), "empty search text but train.py exists"),
-        (Edit("config.toml", "x = 0.5", "x = 0.5"), "edits change nothing"),
+        (Edit("config.toml", "x = 0.5  # the x knob", "x = 0.5  # the x knob"), "edits change nothing"),
         (Edit("src/big.py", "", "#" * 5000), "exceed the 4096 byte limit"),
     ],
 )
@@ -134,7 +136,7 @@ def test_stale_git_locks_of_this_run_are_cleared_and_others_kept(toy_repo: Path,
     ws = _ws(toy_repo, tmp_path)
     base = ws.head()
     ws.start(base)
-    made = ws.materialize("T0002", base, [Edit("config.toml", "x = 0.5", "x = 1.5")], "T0002: x\n\nwhy")
+    made = ws.materialize("T0002", base, [Edit("config.toml", "x = 0.5  # the x knob", "x = 1.5  # the x knob")], "T0002: x\n\nwhy")
     git_dir = toy_repo / ".git"
     # what a git killed mid-command leaves: the best branch's ref lock and a worktree index lock
     best_lock = git_dir / "refs/heads/ara/run1/best.lock"
@@ -153,3 +155,24 @@ def test_stale_git_locks_of_this_run_are_cleared_and_others_kept(toy_repo: Path,
     assert git(toy_repo, "rev-parse", "ara/run1/best").strip() == made.commit
     ws.release("T0002")
     ws.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "search", "ok"),
+    [
+        ("a = 1\nb = 2\n", "a = 1", True),  # a whole line without its newline
+        ("a = 1\nb = 2\n", "b = 2\n", True),
+        ("a = 1\nb = 2", "b = 2", True),  # the last line, no newline at the end of the file
+        ("a = 1\r\nb = 2\r\n", "a = 1", True),
+        ("a = 1\nb = 2\n", "a = 1\nb = 2\n", True),  # several lines
+        ("ba = 1\n", "a = 1", False),  # begins mid-line
+        ("a = 10\n", "a = 1", False),  # ends mid-line
+        ("        x = f(y)\n", "    x = f(y)\n", False),  # 4 spaces of indent where the code has 8
+        ("a = 1\na = 1\n", "a = 1\n", False),  # twice
+        ("xa = 1\na = 1\n", "a = 1\n", True),  # once as a line, once inside one: the line counts
+    ],
+)
+def test_search_blocks_match_whole_lines_exactly_once(text: str, search: str, ok: bool) -> None:
+    from slurm_autoresearch.hypothesis import whole_line_problem
+
+    assert (whole_line_problem(text, search) is None) is ok
