@@ -106,10 +106,11 @@ def submit(task_file: Path, check: bool, overrides: tuple[str, ...], detach: boo
     With [controller] where = "slurm" the controller itself runs as a small Slurm job.
     """
     from .launcher import create_run
-    from .task import load_task
+    from .task import executor_reason, load_task
 
     task = load_task(task_file, list(overrides))
     spec = task.spec
+    click.echo(executor_reason(task), err=True)
     for warning in task.warnings():
         click.secho(f"warning: {warning}", fg="yellow", err=True)
     if check:

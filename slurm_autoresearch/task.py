@@ -306,6 +306,22 @@ def _resolve_executor(source: str, spec: TaskSpec) -> str:
     return spec.run.executor
 
 
+def executor_reason(task: Task) -> str:
+    """One line: which executor runs the trials and why, so `auto` never surprises."""
+    chosen = task.spec.run.executor
+    if chosen != "auto":
+        return f'executor: {task.executor} ([run] executor = "{chosen}")'
+    if task.executor == "slurm":
+        return (
+            f"executor: slurm (auto: sbatch is on PATH at {shutil.which('sbatch')}; "
+            'set [run] executor = "local" to run trials on this machine)'
+        )
+    return (
+        "executor: local (auto: no sbatch on PATH; trials run as processes on this machine, "
+        f"{os.cpu_count() or 1} cores)"
+    )
+
+
 def _check_slurm(source: str, spec: TaskSpec) -> None:
     from .executors.sacct import time_minutes
     from .executors.slurm import sbatch_test_only, slurm_parameters

@@ -199,7 +199,16 @@ HOSTILE: list[tuple[str, Any, str]] = [
         "changes nothing",
         {
             "hypotheses": [
-                {**CODE_EDIT, "edits": [{"path": "config.toml", "search": "x = 0.5  # the x knob\n", "replace": "x = 0.5  # the x knob\n"}]}
+                {
+                    **CODE_EDIT,
+                    "edits": [
+                        {
+                            "path": "config.toml",
+                            "search": "x = 0.5  # the x knob\n",
+                            "replace": "x = 0.5  # the x knob\n",
+                        }
+                    ],
+                }
             ]
         },
         "edits change nothing",

@@ -21,7 +21,10 @@ config = { x = 2.0 }
 
 [[ideas]]
 title = "edit code"
-edits = [{ path = "train.py", search = 'print(f"step 0/{steps} loss 1.0", flush=True)', replace = 'print(f"step 0 of {steps} loss 1.0", flush=True)' }]
+[[ideas.edits]]
+path = "train.py"
+search = 'print(f"step 0/{steps} loss 1.0", flush=True)'
+replace = 'print(f"step 0 of {steps} loss 1.0", flush=True)'
 """
 
 FILES = {"config.toml": "x = 0.5  # the x knob\ny = 2.0\n", "train.py": "steps = 3\n"}

@@ -199,3 +199,24 @@ def test_ideas_config_needs_search_config(toy_repo: Path) -> None:
     code, output = _invoke(["submit", str(path)], toy_repo)
     assert code == 2
     assert "[search] config is not set" in output
+
+
+def test_check_says_which_executor_auto_picked_and_why(
+    toy_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    code, output = _invoke(["submit", "--check", "task.toml", "--set", "run.executor=local"], toy_repo)
+    assert code == 0 and 'executor: local ([run] executor = "local")' in output, output
+    bin_dir = tmp_path / "bin"  # git, but no sbatch: what a laptop has
+    bin_dir.mkdir()
+    (bin_dir / "git").symlink_to(shutil.which("git") or "/usr/bin/git")
+    monkeypatch.setenv("PATH", str(bin_dir))
+    code, output = _invoke(["submit", "--check", "task.toml", "--set", "run.executor=auto"], toy_repo)
+    assert code == 0 and "executor: local (auto: no sbatch on PATH;" in output, output
+    sbatch = shutil.which("sbatch", path=os.environ.get("ARA_TEST_SLURM_PATH", "/usr/bin:/usr/local/bin"))
+    if sbatch:
+        (bin_dir / "sbatch").symlink_to(sbatch)
+        (bin_dir / "sacct").symlink_to(Path(sbatch).with_name("sacct"))
+        code, output = _invoke(["submit", "--check", "task.toml", "--set", "run.executor=auto"], toy_repo)
+        assert f"executor: slurm (auto: sbatch is on PATH at {bin_dir / 'sbatch'};" in output, output

@@ -12,7 +12,7 @@ from slurm_autoresearch.hypothesis import Edit
 from slurm_autoresearch.surface import EditSurface
 from slurm_autoresearch.workspace import Workspace
 
-from .conftest import TRAIN, commit_all, git, repo_state
+from .conftest import commit_all, git, repo_state
 
 
 def _ws(
@@ -29,7 +29,12 @@ def test_materialize_commits_in_a_worktree_and_keeps_a_ref(toy_repo: Path, tmp_p
     before = repo_state(toy_repo)
     ws = _ws(toy_repo, tmp_path)
     base = ws.head()
-    made = ws.materialize("T0002", base, [Edit("config.toml", "x = 0.5  # the x knob", "x = 1.5  # the x knob")], "T0002: x\n\nwhy")
+    made = ws.materialize(
+        "T0002",
+        base,
+        [Edit("config.toml", "x = 0.5  # the x knob", "x = 1.5  # the x knob")],
+        "T0002: x\n\nwhy",
+    )
     assert made.changed == ("config.toml",)
     assert (made.worktree / "config.toml").read_text().startswith("x = 1.5")
     assert git(toy_repo, "rev-parse", "refs/ara/run1/T0002").strip() == made.commit
@@ -64,7 +69,10 @@ def test_new_file_with_empty_search(toy_repo: Path, tmp_path: Path) -> None:
         (Edit("README.md", "toy", "pwned"), "outside the edit surface"),
         (Edit("train.py", "no such text anywhere", "x"), "search text not found"),
         (Edit("train.py", "cfg", "x"), "occurs only inside a line"),
-        (Edit("train.py", '  raise RuntimeError("boom from train.py")\n', "x"), "only inside a line (line 12)"),
+        (
+            Edit("train.py", '  raise RuntimeError("boom from train.py")\n', "x"),
+            "only inside a line (line 12)",
+        ),
         (Edit("train.py", "    import math", "x"), "search text not found"),
         (Edit("missing.py", "a", "b"), "missing.py does not exist"),
         (Edit("train.py", "", "overwrite"), "empty search text but train.py exists"),
@@ -136,7 +144,12 @@ def test_stale_git_locks_of_this_run_are_cleared_and_others_kept(toy_repo: Path,
     ws = _ws(toy_repo, tmp_path)
     base = ws.head()
     ws.start(base)
-    made = ws.materialize("T0002", base, [Edit("config.toml", "x = 0.5  # the x knob", "x = 1.5  # the x knob")], "T0002: x\n\nwhy")
+    made = ws.materialize(
+        "T0002",
+        base,
+        [Edit("config.toml", "x = 0.5  # the x knob", "x = 1.5  # the x knob")],
+        "T0002: x\n\nwhy",
+    )
     git_dir = toy_repo / ".git"
     # what a git killed mid-command leaves: the best branch's ref lock and a worktree index lock
     best_lock = git_dir / "refs/heads/ara/run1/best.lock"

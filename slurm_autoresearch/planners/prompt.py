@@ -23,7 +23,8 @@ Rules for every hypothesis:
   expected effect on the metric, and a risk (low, medium or high).
 - Edits are search/replace blocks on the files shown below, with paths exactly as shown. The search
   text is whole lines copied from the current file, with their indentation: it must begin at the
-  start of a line, end at the end of one and occur exactly once; an empty search creates a new file. Only files of the edit surface may change; frozen files never.
+  start of a line, end at the end of one and occur exactly once; an empty search creates a new
+  file. Only files of the edit surface may change; frozen files never.
 - Do not touch the evaluation, the data, the step budget, the seed handling or the metric.
 - Prefer changes that can show their effect within the step budget; simpler changes win ties.
 - Do not repeat a hypothesis the history shows was already tried unless you change it.
