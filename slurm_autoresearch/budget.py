@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the ledger imports this module: it stays free of pydantic
     from .spec import BudgetSection
@@ -24,6 +24,37 @@ class Spending:
 def hypotheses(trials: list[Trial]) -> int:
     """What budget.trials counts: the baseline and planned hypotheses, not re-runs or combinations."""
     return sum(1 for t in trials if t.kind.counts_against_budget())
+
+
+# Rows that finish what a budgeted trial started, by kind, under the names the reports use.
+EXTRA_KINDS = {"repeat": "repeats", "promote": "promotions", "rerun": "reruns", "combine": "combinations"}
+
+
+def extra_trials(kinds: dict[str, int]) -> dict[str, int]:
+    """Rows outside budget.trials by what they are, from counts by kind: repeats, promotions,
+    reruns, combinations (zeros included, so the status document always has every field)."""
+    return {name: int(kinds.get(kind, 0)) for kind, name in EXTRA_KINDS.items()}
+
+
+def trials_line(used: int, limit: int | None, extra: dict[str, int]) -> str:
+    """The budget apart from the rows that do not count toward it, as in `16 of 16 budgeted,
+    + 2 repeats, 1 rerun, 1 combination`."""
+    line = f"{used} of {limit} budgeted" if limit else f"{used} budgeted"
+    shown = [f"{n} {name if n != 1 else name[:-1]}" for name, n in extra.items() if n]
+    return line + (", + " + ", ".join(shown) if shown else "")
+
+
+def wall_seconds(meta: dict[str, Any], now: float) -> float:
+    """The run's own wall time, from its creation to its end (now while it runs): `ara rerun`
+    sessions on an ended run do not stretch it (they are `rerun_seconds`)."""
+    created = float(meta.get("created_at") or now)
+    return max(0.0, float(meta.get("ended_at") or now) - created)
+
+
+def rerun_seconds(meta: dict[str, Any], now: float) -> float:
+    """Wall time of `ara rerun` sessions on the run after it ended (the live one up to now)."""
+    since = meta.get("rerun_since")
+    return float(meta.get("rerun_seconds") or 0.0) + (max(0.0, now - float(since)) if since else 0.0)
 
 
 def trials_spent(limit: BudgetSection, hypotheses: int) -> str:
@@ -55,3 +86,20 @@ def llm_spent(limit: BudgetSection, usd: float, tokens: int) -> str:
     if limit.llm_tokens and tokens >= limit.llm_tokens:
         return f"LLM token budget spent ({tokens} of {limit.llm_tokens})"
     return ""
+
+
+def time_limit_hint(trials: list[Trial], trial_minutes: float | None) -> str:
+    """What to say when jobs keep hitting the time limit ("" while they do not): two timeouts are
+    a pattern, and the jobs that finished show how long a trial really takes here."""
+    timed_out = [t for t in trials if t.job_state == "timeout"]
+    if len(timed_out) < 2:
+        return ""
+    took = sorted(t.elapsed for t in trials if t.job_state == "completed" and t.elapsed is not None)
+    limit = f"the {trial_minutes:g}-minute limit" if trial_minutes else "the time limit"
+    line = f"{len(timed_out)} trials hit {limit} ([budget] trial_minutes)"
+    if took:
+        line += f"; finished trials took {took[len(took) // 2]:.0f} s median, {took[-1]:.0f} s max"
+    return (
+        line + ": trial_minutes looks too low for this code (or trials share too few cores: "
+        "parallel x cpus_per_trial against the machine's)"
+    )

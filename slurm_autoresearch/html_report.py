@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from . import budget, evidence, fidelity, sandbox
 from .evidence import Rule, running_best
+from .lineage import kept_changes
 from .rundir import RunDir, atomic_write_text
-from .trial import Decision, Trial, trial_id
+from .trial import Decision, Trial, TrialKind, trial_id
 
 if TYPE_CHECKING:
     from .ledger import Ledger
@@ -109,7 +110,7 @@ def render_html(rundir: RunDir, spec: TaskSpec | None, ledger: Ledger, now: floa
         "<h2>Progress</h2>",
         progress_svg(trials, metric, goal, rule.screen_steps if rule else 0),
         *_table(rundir, trials, detailed, metric, rule, len(trials) > len(detailed)),
-        *_kept(trials),
+        *_kept([detailed.get(t.id, t) for t in trials], meta.get("best_branch")),
         *_learnings(trials),
         f"<script>{script}</script>",
     ]
@@ -188,6 +189,9 @@ def _header(
         facts.append(("result", line))
     if rule is not None:
         facts.append(("decisions", evidence.describe(evidence.overview(trials, rule, incumbent))))
+    hint = budget.time_limit_hint(trials, meta.get("trial_minutes"))
+    if hint:
+        facts.append(("hint", hint))
         if rule.screen_steps:
             saved = fidelity.savings(trials, rule.full_steps, rule.screen_steps)
             facts.append(
@@ -211,10 +215,14 @@ def _header(
 
 def _budget(meta: dict[str, Any], ledger: Ledger, trials: list[Trial], now: float) -> list[str]:
     usd, tokens = ledger.llm_totals()
-    wall_h = ((meta.get("ended_at") or now) - meta.get("created_at", now)) / 3600
+    wall_h = budget.wall_seconds(meta, now) / 3600
     gpu_h = sum(t.gpu_seconds or 0.0 for t in trials) / 3600
+    ideas = budget.hypotheses(trials)
+    kinds = {str(k): sum(1 for t in trials if t.kind is k) for k in TrialKind}
+    counted = budget.trials_line(ideas, meta.get("trial_budget"), budget.extra_trials(kinds))
+    reruns = budget.rerun_seconds(meta, now)
     rows = [
-        ("trials (baseline and hypotheses)", budget.hypotheses(trials), meta.get("trial_budget"), "d"),
+        ("trials (baseline and hypotheses)", ideas, meta.get("trial_budget"), "d"),
         ("GPU-hours", gpu_h, meta.get("gpu_hours"), ".3f"),
         ("LLM dollars", usd, meta.get("llm_usd"), ".4f"),
         ("LLM tokens", tokens, meta.get("llm_tokens"), "d"),
@@ -232,7 +240,8 @@ def _budget(meta: dict[str, Any], ledger: Ledger, trials: list[Trial], now: floa
         limit_text = format(limit, spec) if limit else "none"
         cells = (name, format(used, spec), limit_text, bar)
         html.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    html.append(f"</table><p class=note>{len(trials)} rows in all, re-runs and combinations included.</p>")
+    after = f"; `ara rerun` ran {reruns / 3600:.2f} h more after the run ended" if reruns else ""
+    html.append(f"</table><p class=note>trials: {escape(counted)}{escape(after)}.</p>")
     return html
 
 
@@ -476,13 +485,32 @@ def _diff(path: Path) -> str:
 # -- kept changes and learnings ---------------------------------------------------------------------
 
 
-def _kept(trials: list[Trial]) -> list[str]:
-    kept = [t for t in trials if t.decision is Decision.KEEP]
-    kept.sort(key=lambda t: (t.decided_at or 0, t.seq))
+def _kept(trials: list[Trial], branch: str | None) -> list[str]:
+    """The best branch's keeps from the baseline on, then the keeps it does not hold (kept rows
+    must be full: a combination names its other side in its hypothesis)."""
+    kept = kept_changes(trials)
     if not kept:
         return []
-    items = "".join(f"<li>{t.id} {escape(t.title)}: {_num(t.metric)}</li>" for t in kept)
-    return ["<h2>Kept changes, in order</h2>", f"<ol>{items}</ol>"]
+    on = "".join(
+        f"<li>{k.trial.id} {escape(k.trial.title)}: {_num(k.trial.metric)}"
+        + (f" (merges {escape(k.merges)})" if k.merges else "")
+        + "</li>"
+        for k in kept
+        if k.on_best
+    )
+    out = [
+        "<h2>Kept changes, in order</h2>",
+        f"<p>On the best branch <code>{escape(str(branch))}</code>, from the baseline to the best:</p>",
+        f'<ol class="lineage">{on}</ol>',
+    ]
+    off = "".join(
+        f"<li>{k.trial.id} {escape(k.trial.title)}: {_num(k.trial.metric)}, not on the best branch</li>"
+        for k in kept
+        if not k.on_best
+    )
+    if off:
+        out += ["<p>Kept when decided, then superseded and never merged:</p>", f'<ul class="off">{off}</ul>']
+    return out
 
 
 def _learnings(trials: list[Trial]) -> list[str]:

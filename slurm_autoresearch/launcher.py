@@ -1,4 +1,4 @@
-"""Starting and resuming runs: the run directory, ledger, best branch and the collaborators.
+"""Starting and resuming runs: the run directory, its ledger and the collaborators.
 
 `create_run` makes a run from a validated task (nothing runs yet); `open_run` builds the
 controller for a run directory from its ledger and frozen task copy alone, so the same path
@@ -83,7 +83,7 @@ def _workspace(task: Task, rundir: RunDir) -> Workspace:
 
 
 def create_run(task: Task, now: float) -> RunDir:
-    """The run directory, its ledger and best branch for a validated task; nothing runs yet."""
+    """The run directory and its ledger for a validated task; nothing runs yet."""
     rundir = RunDir.create(task.run_root, new_run_id(task.name, now))
     # The task as run (command-line overrides applied): what `ara resume` and reports read.
     header = f"# ara: the task as submitted from {task.path}\n"
@@ -97,8 +97,7 @@ def create_run(task: Task, now: float) -> RunDir:
             target = rundir.frozen / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(ws.read_bytes(base, rel))
-        ws.start(base)
-        best = ws.best_branch
+        best = ws.best_branch  # created by the first keep: a run that keeps nothing leaves no branch
     finally:
         ws.close()
     ledger = Ledger.open(rundir.ledger)
@@ -118,6 +117,7 @@ def create_run(task: Task, now: float) -> RunDir:
             summarizer=task.summarizer,
             parallel=spec.run.parallel,
             trial_budget=spec.budget.trials,
+            trial_minutes=spec.budget.trial_minutes,
             wall_hours=spec.budget.wall_hours,
             gpu_hours=spec.budget.gpu_hours,
             llm_usd=spec.budget.llm_usd,
@@ -209,6 +209,7 @@ def open_run(
         pid=os.getpid(),
         last_state=meta.get("state"),  # how it had ended: an ended run's `ara rerun` ends it so again
         last_reason=meta.get("end_reason", ""),
+        last_ended_at=meta.get("ended_at"),  # an ended run's `ara rerun` keeps the run's own end
         end_reason="",
         ended_at=None,
     )

@@ -323,6 +323,7 @@ class Ledger:
             self.conn.execute("SELECT decision, COUNT(*) FROM trials GROUP BY decision").fetchall()
         )
         states = dict(self.conn.execute("SELECT state, COUNT(*) FROM trials GROUP BY state").fetchall())
+        kinds = dict(self.conn.execute("SELECT kind, COUNT(*) FROM trials GROUP BY kind").fetchall())
         return {
             "trials": one[0],
             "jobs": one[1],
@@ -331,6 +332,7 @@ class Ledger:
             "last_seq": one[4] or 0,
             "decisions": {str(d): decisions.get(str(d), 0) for d in Decision},
             "states": {str(s): states.get(str(s), 0) for s in TrialState},
+            "kinds": {str(k): kinds.get(str(k), 0) for k in TrialKind},
         }
 
     def hypotheses(self) -> int:
@@ -398,6 +400,15 @@ class Ledger:
             "metric IS NOT NULL AND commit_sha IN (SELECT commit_sha FROM trials WHERE metric IS NOT NULL "
             "GROUP BY commit_sha HAVING COUNT(*) >= 2)"
         )
+
+    def params(self) -> dict[str, dict[str, Any]]:
+        """The search-space values each trial's hypothesis recorded (`params`), by trial id, read in
+        SQL (JSON1) rather than by parsing every hypothesis; trials without any are left out."""
+        rows = self.conn.execute(
+            "SELECT id, json_extract(hypothesis, '$.params') FROM trials "
+            "WHERE json_type(hypothesis, '$.params') = 'object'"
+        ).fetchall()
+        return {tid: json.loads(raw) for tid, raw in rows}
 
     def trial(self, tid: str) -> Trial | None:
         row = self.conn.execute("SELECT * FROM trials WHERE id = ?", (tid.upper(),)).fetchone()

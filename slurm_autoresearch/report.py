@@ -8,14 +8,16 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import evidence, fidelity
+from . import budget, evidence, fidelity
 from .executors.runner import LOG_FILE
+from .lineage import Kept, kept_changes
 from .monitor import tail
 from .outcome import Outcome
+from .plot import progress_plot
 from .rundir import RunDir, atomic_write_text
 from .safetext import markdown, one_line, visible
 from .sandbox import describe
-from .trial import Decision, Trial
+from .trial import Decision, Trial, TrialKind
 
 if TYPE_CHECKING:
     from .ledger import Ledger
@@ -135,7 +137,8 @@ def write_run_report(rundir: RunDir, spec: TaskSpec, ledger: Ledger, *, plot: bo
     baseline = trials[0] if trials else None
     best = kept[-1] if kept else None
     gpu_s = sum(t.gpu_seconds or 0 for t in trials)
-    wall = (meta.get("ended_at") or time.time()) - meta.get("created_at", time.time())
+    now = time.time()
+    wall, reruns = budget.wall_seconds(meta, now), budget.rerun_seconds(meta, now)
     if plot:
         progress_plot(trials, metric, goal, rundir.progress)
     lines = [
@@ -144,12 +147,16 @@ def write_run_report(rundir: RunDir, spec: TaskSpec, ledger: Ledger, *, plot: bo
         f"**{spec.task.name}**: {spec.task.description}".rstrip(": "),
         "",
         f"- state: {meta.get('state')}" + (f" ({_md(meta['end_reason'])})" if meta.get("end_reason") else ""),
-        f"- started {_when(meta.get('created_at'))}, wall time {wall / 60:.1f} min, "
-        f"{meta.get('executor')} executor x{meta.get('parallel')}, {meta.get('planner')} planner",
+        f"- started {_when(meta.get('created_at'))}, wall time {wall / 60:.1f} min"
+        + (f" (+ {reruns / 60:.1f} min of `ara rerun` after it ended)" if reruns else "")
+        + f", {meta.get('executor')} executor x{meta.get('parallel')}, {meta.get('planner')} planner",
         f"- metric: {metric} ({goal}), min_delta {spec.metric.min_delta:g}",
         f"- trial code: {describe(meta.get('sandbox'))[1]}",
         "- decisions: " + evidence.describe(evidence.overview(trials, evidence.Rule.of(spec), best)),
     ]
+    hint = budget.time_limit_hint(trials, spec.budget.trial_minutes)
+    if hint:
+        lines.append(f"- **hint**: {hint}")
     if spec.screening:
         saved = fidelity.savings(trials, spec.full_steps, spec.fidelity.screen_steps)
         lines.append(
@@ -163,9 +170,11 @@ def write_run_report(rundir: RunDir, spec: TaskSpec, ledger: Ledger, *, plot: bo
             f"- baseline {baseline.metric:.6g} -> best {best.metric:.6g} ({delta:+.6g}) by "
             f"{best.id}: {_md(best.title)}; branch `{meta.get('best_branch')}`"
         )
+    kinds = {str(k): sum(1 for t in trials if t.kind is k) for k in TrialKind}
+    counted = budget.trials_line(budget.hypotheses(trials), spec.budget.trials, budget.extra_trials(kinds))
     lines += [
-        f"- trials: {len(trials)} of {spec.budget.trials} "
-        f"({', '.join(f'{counts[d]} {d.value}' for d in Decision)}), {gpu_s / 3600:.2f} GPU-hours, "
+        f"- trials: {counted} ({', '.join(f'{counts[d]} {d.value}' for d in Decision)}), "
+        f"{gpu_s / 3600:.2f} GPU-hours, "
         f"model calls ${ledger.llm_totals()[0]:.4f} ({ledger.llm_totals()[1]} tokens)",
         "",
         "![progress](progress.png)",
@@ -185,8 +194,12 @@ def write_run_report(rundir: RunDir, spec: TaskSpec, ledger: Ledger, *, plot: bo
             f"{decision} | {_fmt(t.elapsed, '.1f')} | {title} | {reason} |"
         )
     if kept:
-        lines += ["", "## Kept changes, in order", ""]
-        lines += [f"1. {t.id} {_md(t.title)}: {_fmt(t.metric)}" for t in kept]
+        lines += [
+            "",
+            "## Kept changes, in order",
+            "",
+            *_kept_lines(kept_changes(trials), meta.get("best_branch")),
+        ]
     learnings = [f"- {t.id} {_md(t.learning)}" for t in trials if t.learning]
     if learnings:
         lines += ["", "## Learnings", "", *learnings]
@@ -194,79 +207,21 @@ def write_run_report(rundir: RunDir, spec: TaskSpec, ledger: Ledger, *, plot: bo
     return rundir.report
 
 
-def progress_plot(trials: list[Trial], metric: str, goal: str, path: Path) -> None:
-    """autoresearch's figure: metric per trial, kept highlighted, running best as a step line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(10, 5), dpi=110)
-    scored = [t for t in trials if t.metric is not None]
-    discarded = [t for t in scored if t.decision is not Decision.KEEP]
-    kept = [t for t in scored if t.decision is Decision.KEEP]
-    ax.scatter(
-        [t.seq for t in discarded],
-        [t.metric for t in discarded],
-        s=22,
-        color="#9aa0a6",
-        label="discarded",
-        zorder=2,
-    )
-    ax.scatter(
-        [t.seq for t in kept],
-        [t.metric for t in kept],
-        s=60,
-        color="#1e8e3e",
-        edgecolor="black",
-        label="kept",
-        zorder=4,
-    )
-    for t in kept:
-        ax.annotate(
-            t.title if len(t.title) <= 30 else t.title[:29] + "…",
-            (t.seq, t.metric or 0),
-            textcoords="offset points",
-            xytext=(4, 6),
-            fontsize=7,
-            color="#1e8e3e",
-        )
-    best = evidence.running_best(kept, goal)
-    steps_x, steps_y = [seq for seq, _ in best], [value for _, value in best]
-    if steps_x:
-        last_seq = max(t.seq for t in trials)
-        ax.step(
-            [*steps_x, last_seq],
-            [*steps_y, steps_y[-1]],
-            where="post",
-            color="#1e8e3e",
-            lw=1.5,
-            label="running best",
-            zorder=3,
-        )
-    values = [t.metric for t in scored if t.metric is not None]
-    low, high = (min(values), max(values)) if values else (0.0, 1.0)
-    pad = (high - low) * 0.08 or 0.05
-    rail = low - pad if goal == "max" else high + pad  # failures sit on the "bad" edge
-    crashed = [t.seq for t in trials if t.decision is Decision.CRASH]
-    rejected = [t.seq for t in trials if t.decision is Decision.REJECTED]
-    if crashed:
-        ax.scatter(crashed, [rail] * len(crashed), marker="x", color="#d93025", s=40, label="crash", zorder=4)
-    if rejected:
-        ax.scatter(
-            rejected, [rail] * len(rejected), marker="|", color="#e37400", s=60, label="rejected", zorder=4
-        )
-    ax.set_xlabel("trial")
-    ax.set_ylabel(f"{metric} ({'higher' if goal == 'max' else 'lower'} is better)")
-    ax.set_title(f"{len(trials)} trials, {len(kept)} kept")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+def _kept_lines(kept: list[Kept], branch: str | None) -> list[str]:
+    """The best branch's keeps from the baseline on, then the keeps it does not hold."""
+    on = [k for k in kept if k.on_best]
+    lines = [f"On the best branch `{branch}`, from the baseline to the best:", ""]
+    for k in on:
+        merged = f" (merges {k.merges})" if k.merges else ""
+        lines.append(f"1. {k.trial.id} {_md(k.trial.title)}: {_fmt(k.trial.metric)}{merged}")
+    off = [k for k in kept if not k.on_best]
+    if off:
+        lines += ["", "Kept when decided, then superseded and never merged:", ""]
+        lines += [
+            f"- {k.trial.id} {_md(k.trial.title)}: {_fmt(k.trial.metric)}, not on the best branch"
+            for k in off
+        ]
+    return lines
 
 
 def plot_apart(run_dir: Path, timeout_s: float = 300.0) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from . import evidence, fidelity
+from . import budget, evidence, fidelity
 from .errors import TaskError
 from .evidence import Rule
 from .ledger import Ledger
@@ -112,6 +112,7 @@ def status_document(
     created = meta.get("created_at", now)
     ended = meta.get("ended_at")
     wall_hours = meta.get("wall_hours")
+    extra = budget.extra_trials(tally["kinds"])
     holder = rundir.lock_holder()
     llm_usd, llm_tokens = ledger.llm_totals()
     return {
@@ -138,11 +139,12 @@ def status_document(
         },
         "metric": {"name": meta.get("metric"), "goal": meta.get("goal")},
         "budget": {
-            "trials": {"used": tally["hypotheses"], "limit": meta.get("trial_budget")},
+            "trials": {"used": tally["hypotheses"], "limit": meta.get("trial_budget"), **extra},
             "jobs": {"used": tally["jobs"], "limit": None},
             "wall_seconds": {
-                "used": round((ended or now) - created, 1),
+                "used": round(budget.wall_seconds(meta, now), 1),
                 "limit": wall_hours * 3600 if wall_hours else None,
+                "reruns": round(budget.rerun_seconds(meta, now), 1),
             },
             "gpu_seconds": {
                 "used": round(tally["gpu_seconds"], 1),
@@ -175,9 +177,22 @@ def status_document(
                 for s in (TrialState.QUEUED, TrialState.RUNNING, TrialState.WAITING)
             },
         },
+        "hints": hints(ledger, meta),
         "trials": [trial_fields(t) for t in shown],
         **({"trials_total": tally["trials"]} if limit is not None else {}),
     }
+
+
+def hints(ledger: Ledger, meta: dict[str, Any]) -> list[str]:
+    """What the run's own record says to change, in words (empty when nothing)."""
+    found = []
+    timed_out = ledger.select("job_state = 'timeout'")
+    if len(timed_out) >= 2:  # only then are the finished jobs' times worth reading
+        finished = ledger.select("job_state IN ('timeout', 'completed')")
+        line = budget.time_limit_hint(finished, meta.get("trial_minutes"))
+        if line:
+            found.append(line)
+    return found
 
 
 def run_line(rundir: RunDir) -> dict[str, Any]:

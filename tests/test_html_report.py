@@ -20,6 +20,7 @@ from slurm_autoresearch.task import load_task, read_spec
 from slurm_autoresearch.trial import Decision, Trial, TrialState
 
 from .conftest import commit_all, write_task
+from .ledgers import synthetic_run
 
 HOSTILE = "<script>alert(1)</script> x to 1"
 
@@ -197,3 +198,19 @@ def test_an_empty_run_still_has_a_chart_and_a_table(tmp_path: Path) -> None:
         ledger.close()
     assert '<svg id="progress"' in page and '<table id="trials">' in page
     assert '<circle class="pt ' not in page
+
+
+def test_page_counts_budgeted_trials_apart_and_marks_keeps_off_the_best_branch(tmp_path: Path) -> None:
+    rundir = synthetic_run(tmp_path)
+    ledger = Ledger.open(rundir.ledger, readonly=True)
+    try:
+        page = render_html(rundir, None, ledger, now=2_000_000.0)  # long after the run ended
+    finally:
+        ledger.close()
+    assert "trials: 5 of 5 budgeted, + 1 repeat, 1 rerun, 1 combination" in page
+    assert "<td>wall-clock hours</td><td>0.17</td>" in page  # its own 10 minutes, not the time since
+    assert "`ara rerun` ran 0.03 h more after the run ended" in page
+    lineage = re.search(r'<ol class="lineage">(.*?)</ol>', page)
+    off = re.search(r'<ul class="off">(.*?)</ul>', page)
+    assert lineage and re.findall(r"<li>(T\d{4})", lineage.group(1)) == ["T0001", "T0004"]
+    assert off and re.findall(r"<li>(T\d{4}) .*?, not on the best branch</li>", off.group(1)) == ["T0003"]

@@ -140,6 +140,8 @@ def test_offline_trial_runs_and_the_summary_run(toy_repo: Path) -> None:
     while "W&B summary run:" not in (log.read_text() if log.exists() else ""):
         assert time.time() < deadline, "the controller's summary writer did not finish"
         time.sleep(0.5)
+    (first,) = offline_runs(summary_dir(rundir.path))  # written at the run's end: no report or sync
+    assert run_record(first).job_type == "summary"
     done = subprocess.run(
         [sys.executable, "-m", "slurm_autoresearch.wandb_summary", str(rundir.path)],
         capture_output=True,
