@@ -1,6 +1,7 @@
 """Decisions under noise: what each keep rule keeps when no change matters, and when one does.
 
     python benchmarks/decisions.py [--trials 50] [--runs 10] [--effect 4] [--sigma 0.01]
+                                   [--rules default,plain,repeats5]
 
 A synthetic task: the metric is 0.5 + effect * trick + Gaussian noise (sd sigma) drawn from the
 config file's text, the seed and the steps, so any change reshuffles it like a real code change.
@@ -104,7 +105,14 @@ config = "config.toml"
 
 
 NOISE_RULE = "[noise]\nrepeats = 5\n"  # [decide] rule = "auto" -> noise; level 0.01, confirm 4
-PLAIN_RULE = '[decide]\nrule = "min_delta"\n'  # min_delta = 0: any improvement is kept
+DEFAULT_RULE = ""  # ara's defaults: [noise] repeats = 3 -> the noise rule, level 0.01, confirm 4
+PLAIN_RULE = '[noise]\nrepeats = 1\n[decide]\nrule = "min_delta"\n'  # min_delta = 0: any improvement
+RULES = {"default": DEFAULT_RULE, "repeats5": NOISE_RULE, "plain": PLAIN_RULE}
+NAMES = {
+    "default": "the defaults (repeats 3, level 0.01, confirm 4)",
+    "repeats5": "noise-aware (repeats 5, level 0.01, confirm 4)",
+    "plain": "plain min_delta = 0, single runs",
+}
 
 
 def keeps(trials: list[Trial]) -> list[Trial]:
@@ -118,31 +126,35 @@ def main() -> int:
     parser.add_argument("--effect-ideas", type=int, default=15, help="hypotheses in each effect run")
     parser.add_argument("--effect", type=float, default=4.0, help="the real effect, in sigmas")
     parser.add_argument("--sigma", type=float, default=0.01)
+    parser.add_argument(
+        "--rules",
+        default="default,plain",
+        help=f"comma-separated, of {', '.join(RULES)}; the effect runs use the first",
+    )
     args = parser.parse_args()
+    rules = args.rules.split(",")
     tmp = Path(tempfile.mkdtemp(prefix="ara-decisions-"))
     print(f"synthetic task, noise sd {args.sigma}; runs under {tmp}")
 
-    for name, rule in (
-        ("noise-aware (repeats 5, level 0.01, confirm 4)", NOISE_RULE),
-        ("plain min_delta = 0", PLAIN_RULE),
-    ):
+    for name in rules:
         start = time.time()
         trials = submit(
             synthetic_repo(
-                tmp / f"noise-{len(rule)}", ideas=args.trials - 1, salt=1, sigma=args.sigma, decide=rule
+                tmp / f"noise-{name}", ideas=args.trials - 1, salt=1, sigma=args.sigma, decide=RULES[name]
             )
         )
         kept = keeps(trials)
         jobs = sum(1 for t in trials if t.job_id)
         confirmations = sum(1 for t in trials if t.kind is TrialKind.REPEAT and t.of != "T0001")
         print(
-            f"pure noise, {args.trials} trials, {name}: kept {len(kept)} "
+            f"pure noise, {args.trials} trials, {NAMES[name]}: kept {len(kept)} "
             f"({', '.join(t.id for t in kept) or 'none'}); {jobs} jobs ({confirmations} confirmation runs), "
             f"{time.time() - start:.0f} s"
         )
 
-    found = 0
+    found = jobs_total = 0
     rng = random.Random(2026)
+    print(f"effect runs with {NAMES[rules[0]]}:")
     for i in range(args.runs):
         real_at = rng.randint(1, args.effect_ideas)
         start = time.time()
@@ -154,9 +166,10 @@ def main() -> int:
                 sigma=args.sigma,
                 effect=args.effect,
                 real_at=real_at,
-                decide=NOISE_RULE,
+                decide=RULES[rules[0]],
             )
         )
+        jobs_total += sum(1 for t in trials if t.job_id)
         kept = keeps(trials)
         real = [t for t in kept if "trick" in t.title]
         found += bool(real)
@@ -166,7 +179,10 @@ def main() -> int:
             f"{'kept as ' + real[0].id if real else 'NOT kept'}; other keeps: {others or 'none'}; "
             f"{sum(1 for t in trials if t.job_id)} jobs, {time.time() - start:.0f} s"
         )
-    print(f"real effect of {args.effect:g} sd kept in {found} of {args.runs} seeded runs")
+    print(
+        f"real effect of {args.effect:g} sd kept in {found} of {args.runs} seeded runs "
+        f"({jobs_total} jobs in all)"
+    )
     return 0
 
 

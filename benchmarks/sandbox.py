@@ -56,6 +56,9 @@ startup_trials = 100
 [search.space]
 x = {{ low = 0.0, high = 1.0 }}
 
+[noise]
+repeats = 1  # the same jobs with and without the sandbox
+
 [sandbox]
 mode = "{mode}"
 """

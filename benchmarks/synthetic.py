@@ -102,6 +102,9 @@ config = "config.toml"
 
 [tracking]
 wandb = "off"
+
+[noise]
+repeats = 1  # sleeps, not measurements: one run each
 {gres}{extra}
 {ideas}"""
     )

@@ -7,7 +7,6 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
 
 from .trial import Decision, Trial, TrialState
@@ -47,8 +46,14 @@ class Noise:
     dof: int  # degrees of freedom of the pooled estimate
     groups: int  # commits with two or more runs
 
+    @property
+    def unmeasurable(self) -> bool:
+        """Every repeat of every commit gave the very same metric: the code ignores ARA_SEED (or is
+        deterministic), so repeats measure nothing and keeps can only be single-run."""
+        return self.sigma == 0.0
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(self) | {"unmeasurable": self.unmeasurable}
 
 
 def noise(trials: Iterable[Trial], steps: int, default_steps: int) -> Noise:
@@ -64,17 +69,41 @@ def noise(trials: Iterable[Trial], steps: int, default_steps: int) -> Noise:
     return Noise(math.sqrt(pooled), dof, len(repeated))
 
 
-def t_quantile(p: float, dof: int) -> float:
-    """Student's t quantile by the Cornish-Fisher expansion (within 1% for dof >= 3 at p <= 0.995);
-    the controller stays free of scipy."""
-    z = NormalDist().inv_cdf(p)
+def t_cdf(t: float, dof: int) -> float:
+    """Student's t distribution function for whole degrees of freedom, in closed form
+    (Abramowitz and Stegun 26.7.3-4): the controller stays free of scipy."""
     nu = max(dof, 1)
-    return (
-        z
-        + (z**3 + z) / (4 * nu)
-        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * nu**2)
-        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * nu**3)
-    )
+    theta = math.atan(abs(t) / math.sqrt(nu))
+    c2, term, total = math.cos(theta) ** 2, 1.0, 0.0
+    if nu % 2:  # odd: 2/pi (theta + sin cos (1 + 2/3 cos^2 + 2*4/(3*5) cos^4 + ...))
+        if nu > 1:
+            for k in range(1, (nu - 1) // 2 + 1):
+                total += term
+                term *= c2 * (2 * k) / (2 * k + 1)
+            total *= math.sin(theta) * math.cos(theta)
+        inside = 2 / math.pi * (theta + total)
+    else:  # even: sin (1 + 1/2 cos^2 + 1*3/(2*4) cos^4 + ...)
+        for k in range(1, nu // 2 + 1):
+            total += term
+            term *= c2 * (2 * k - 1) / (2 * k)
+        inside = math.sin(theta) * total
+    return 0.5 + math.copysign(inside / 2, t)
+
+
+def t_quantile(p: float, dof: int) -> float:
+    """Student's t quantile, exact to 1e-9 at any dof (bisection on `t_cdf`). The default three
+    baseline seeds give 2 degrees of freedom, where expansions around the normal are 7% low."""
+    if p == 0.5:
+        return 0.0
+    if p < 0.5:
+        return -t_quantile(1 - p, dof)
+    low, high = 0.0, 1.0
+    while t_cdf(high, dof) < p:
+        high *= 2
+    while high - low > 1e-9 * max(1.0, high):
+        mid = (low + high) / 2
+        low, high = (mid, high) if t_cdf(mid, dof) < p else (low, mid)
+    return (low + high) / 2
 
 
 @dataclass(frozen=True)
@@ -128,7 +157,7 @@ def compare(candidate: list[float], incumbent: list[float], noise_: Noise, spec:
     goal = spec.metric.goal
     delta = improvement(statistics.fmean(candidate), statistics.fmean(incumbent), goal)
     floor = spec.metric.min_delta
-    if spec.noise_rule and noise_.sigma is not None:
+    if spec.noise_rule and noise_.sigma:  # a spread of 0 tests nothing: single runs, min_delta
         se = noise_.sigma * math.sqrt(1 / len(candidate) + 1 / len(incumbent))
         margin = max(floor, t_quantile(1 - spec.decide.level, noise_.dof) * se)
         return Comparison(candidate, incumbent, delta, margin, se, noise_.sigma, noise_.dof, "noise")
@@ -174,14 +203,14 @@ def overview(trials: list[Trial], rule: Rule, incumbent: Trial | None) -> dict[s
     spread = noise(trials, steps, rule.steps)
     runs = values(trials, incumbent.commit, steps, rule.steps) if incumbent else []
     margin: float | None = rule.min_delta
-    noise_rule = rule.noise and spread.sigma is not None
+    noise_rule = rule.noise and not spread.unmeasurable and spread.sigma is not None
     if noise_rule and runs:
         se = spread.sigma * math.sqrt(1 + 1 / len(runs))  # type: ignore[operator]
         margin = max(rule.min_delta, t_quantile(1 - rule.level, spread.dof) * se)
     elif noise_rule:
         margin = None
     return {
-        "rule": "noise" if rule.noise else "min_delta",
+        "rule": "noise" if rule.noise and not spread.unmeasurable else "min_delta",
         "level": rule.level if rule.noise else None,
         "min_delta": rule.min_delta,
         "confirm": rule.confirm,
@@ -201,6 +230,12 @@ def describe(o: dict[str, Any]) -> str:
         if o["rule"] == "noise"
         else f"min_delta {o['min_delta']:g}"
     )
+    if o.get("unmeasurable"):
+        return (
+            f"NOISE CANNOT BE MEASURED: {o['dof'] + o['groups']} runs of {o['groups']} commit(s) with "
+            "different seeds gave identical metrics (does the code seed from ARA_SEED?), so keeps are "
+            f"single-run: min_delta {o['min_delta']:g}"
+        )
     spread = (
         f"run-to-run sd {o['sigma']:.4g} (dof {o['dof']}, {o['groups']} repeated commits)"
         if o["sigma"] is not None
@@ -209,3 +244,15 @@ def describe(o: dict[str, Any]) -> str:
     margin = o["margin_one_run"]
     need = f"; one new run must beat the best by {margin:.4g}" if margin is not None else ""
     return f"{how}; {spread} at {o['steps']} steps from {o['repeats']} baseline seed(s){need}"
+
+
+def runs_line(runs: list[float]) -> str:
+    """One commit's runs in words (`ara rerun`), saying so when seeds change nothing."""
+    if len(runs) < 2:
+        return f"{len(runs)} run(s): " + ", ".join(f"{v:.6g}" for v in runs)
+    if len(set(runs)) == 1:
+        return (
+            f"all {len(runs)} runs gave {runs[0]:.6g}: ARA_SEED changes nothing, so noise cannot be "
+            "measured and keeps are single-run (seed your code from ARA_SEED to measure it)"
+        )
+    return f"{len(runs)} runs: mean {statistics.fmean(runs):.6g}, sd {statistics.stdev(runs):.4g}"

@@ -88,6 +88,9 @@ startup_trials = 3
 [search.space]
 x = {{ low = -5.0, high = 5.0 }}
 y = {{ low = -5.0, high = 5.0 }}
+
+[noise]
+repeats = 1  # single runs: tests of other things count jobs; test_decisions tests the default
 """
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,9 @@ from slurm_autoresearch.errors import BaselineError
 from slurm_autoresearch.executors import LocalExecutor
 from slurm_autoresearch.launcher import launch
 from slurm_autoresearch.ledger import Ledger
+from slurm_autoresearch.planners.offline import OfflinePlanner
 from slurm_autoresearch.rundir import RunDir
+from slurm_autoresearch.spec import TaskSpec
 from slurm_autoresearch.status import status_document
 from slurm_autoresearch.task import load_task
 from slurm_autoresearch.trial import Decision, TrialKind
@@ -57,7 +60,8 @@ def test_full_run_keeps_improvements_and_reports(toy_repo: Path) -> None:
     doc = status_document(rundir, ledger)
     assert doc["run"]["state"] == "finished"
     assert doc["incumbent"]["trial"] == best.id
-    assert doc["budget"]["trials"] == {"used": 7, "limit": 7}
+    extra = {"repeats": 0, "promotions": 0, "reruns": 0, "combinations": 0}  # rows outside the budget
+    assert doc["budget"]["trials"] == {"used": 7, "limit": 7, **extra}
     assert [t["id"] for t in doc["trials"]] == [t.id for t in trials]
     json.dumps(doc)
     assert rundir.lock_holder() is None
@@ -96,6 +100,16 @@ def test_slots_stay_full_without_waiting_for_a_batch(toy_repo: Path) -> None:
     ledger.close()
 
 
+def _run_hostile_backlog(path: Path) -> tuple[RunDir, Ledger, list[str]]:
+    """`ara submit` refuses a backlog like this one (test_task), so these ideas reach the run as a
+    model's would: from the planner, after the task (without them) was validated."""
+    text = path.read_text()
+    ideas = text[text.index("[[ideas]]") :]
+    path.write_text(text[: text.index("[[ideas]]")])
+    planner = OfflinePlanner(TaskSpec.model_validate(tomllib.loads(path.read_text() + ideas)))
+    return _run(path, planner=planner)
+
+
 def test_hostile_backlog_is_rejected_and_recorded(toy_repo: Path, tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -125,7 +139,7 @@ def test_hostile_backlog_is_rejected_and_recorded(toy_repo: Path, tmp_path: Path
     )
     path.write_text(path.read_text().replace("trials = 6", "trials = 6\ncrash_limit = 10"))
     before = repo_state(toy_repo)
-    rundir, ledger, _ = _run(path)
+    rundir, ledger, _ = _run_hostile_backlog(path)
     reasons = {t.title: t.reason for t in ledger.trials() if t.decision is Decision.REJECTED}
     assert "evaluate.py is frozen" in reasons["frozen"]
     assert "climbs out with '..'" in reasons["dotdot"]
@@ -244,7 +258,7 @@ def test_crash_limit_stops_a_hopeless_run(toy_repo: Path) -> None:
         parallel=1,
     )
     path.write_text(path.read_text().replace("trials = 10", "trials = 10\ncrash_limit = 3"))
-    _, ledger, _ = _run(path)
+    _, ledger, _ = _run_hostile_backlog(path)
     assert len(ledger.trials()) == 4  # baseline + 3 rejections
     assert ledger.meta()["state"] == "stopped"
     assert "3 trials in a row" in ledger.meta()["end_reason"]
@@ -303,3 +317,30 @@ def test_the_controller_never_loads_torch_wandb_or_matplotlib(toy_repo: Path) ->
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
     (run,) = (toy_repo / ".ara" / "runs").iterdir()
     assert (run / "progress.png").stat().st_size > 10_000  # drawn by a child process
+
+
+def test_repeated_timeouts_say_trial_minutes_looks_too_low(toy_repo: Path) -> None:
+    (toy_repo / "config.toml").write_text("x = 0.5  # the x knob\ny = 2.0\nsleep = 0.0\n")
+    commit_all(toy_repo, "sleep knob")
+    ideas = "".join(
+        f'[[ideas]]\ntitle = "slow {i}"\nconfig = {{ sleep = 30.0, x = {i}.0 }}\n' for i in (1, 2)
+    )
+    path = write_task(toy_repo, ideas, trials=3, parallel=2)
+    path.write_text(path.read_text().replace("\ntrials = 3\n", "\ntrials = 3\ntrial_minutes = 0.05\n"))
+    rundir, ledger, _ = _run(path)
+    assert [t.job_state for t in ledger.trials()] == ["completed", "timeout", "timeout"]
+    doc = status_document(rundir, ledger)
+    ledger.close()
+    (hint,) = doc["hints"]
+    assert hint.startswith(
+        "2 trials hit the 0.05-minute limit ([budget] trial_minutes); finished trials took"
+    )
+    assert "trial_minutes looks too low" in hint
+    assert "trial_minutes looks too low" in " ".join(rundir.report.read_text().split())
+    out = subprocess.run(
+        [sys.executable, "-m", "slurm_autoresearch.cli", "status", str(rundir.path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "hint: 2 trials hit the 0.05-minute limit" in " ".join(out.stdout.split())

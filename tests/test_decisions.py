@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from benchmarks.decisions import NOISE_RULE, PLAIN_RULE, synthetic_repo
+from benchmarks.decisions import DEFAULT_RULE, NOISE_RULE, PLAIN_RULE, synthetic_repo
 from slurm_autoresearch import fidelity
 from slurm_autoresearch.decide import judge, net_lines
 from slurm_autoresearch.errors import BaselineError
@@ -32,10 +32,11 @@ from .conftest import TASK, commit_all, write_task
 ARA = [sys.executable, "-m", "slurm_autoresearch.cli"]
 
 
-def _spec(extra: str = "") -> TaskSpec:
+def _spec(extra: str = "", repeats: int = 1) -> TaskSpec:
     import tomllib
 
-    return TaskSpec.model_validate(tomllib.loads(TASK.format(trials=5, parallel=1) + extra))
+    text = TASK.format(trials=5, parallel=1).replace("repeats = 1 ", f"repeats = {repeats} ")
+    return TaskSpec.model_validate(tomllib.loads(text + extra))
 
 
 def _t(seq: int, commit: str, metric: float | None, **kw: object) -> Trial:
@@ -59,10 +60,21 @@ def _run(task_path: Path) -> tuple[RunDir, list[Trial], list[str]]:
 
 
 @pytest.mark.parametrize(
-    ("p", "dof", "table"), [(0.99, 4, 3.747), (0.99, 10, 2.764), (0.95, 3, 2.353), (0.99, 60, 2.390)]
+    ("p", "dof", "table"),
+    [
+        (0.99, 1, 31.821),
+        (0.99, 2, 6.965),
+        (0.99, 3, 4.541),
+        (0.99, 4, 3.747),
+        (0.99, 10, 2.764),
+        (0.95, 3, 2.353),
+        (0.99, 60, 2.390),
+        (0.975, 30, 2.042),
+        (0.01, 5, -3.365),
+    ],
 )
 def test_t_quantile_matches_the_tables(p: float, dof: int, table: float) -> None:
-    assert t_quantile(p, dof) == pytest.approx(table, rel=0.02)
+    assert t_quantile(p, dof) == pytest.approx(table, abs=0.0015)
 
 
 def test_noise_is_pooled_over_commits_with_repeats_at_one_step_budget() -> None:
@@ -84,7 +96,7 @@ def test_noise_is_pooled_over_commits_with_repeats_at_one_step_budget() -> None:
 
 
 def test_judge_keeps_confirms_discards_and_prefers_the_simpler() -> None:
-    spec = _spec("\n[noise]\nrepeats = 5\n")
+    spec = _spec(repeats=5)
     base = [
         _t(i, "base", v, decision=Decision.REPEAT) for i, v in enumerate([0.50, 0.51, 0.49, 0.50, 0.50], 1)
     ]
@@ -110,7 +122,7 @@ def test_judge_keeps_confirms_discards_and_prefers_the_simpler() -> None:
     assert net_lines(patch) == -1
     verdict = judge(tie, [*base, tie], inc, spec, patch)
     assert verdict.decision is Decision.KEEP and "simpler (-1 lines)" in verdict.reason
-    plain = _spec('\n[noise]\nrepeats = 5\n[decide]\nrule = "min_delta"\n')
+    plain = _spec('\n[decide]\nrule = "min_delta"\n', repeats=5)
     assert judge(small, [*base, small], inc, plain).decision is Decision.KEEP  # min_delta 0: any gain
 
 
@@ -168,6 +180,43 @@ def test_pure_noise_the_noise_rule_keeps_nothing_the_plain_rule_keeps_several(tm
     assert noisy[0].evidence and len(noisy[0].evidence["candidate"]) == 5
     assert all(t.state is TrialState.DONE and t.decision for t in noisy + plain)
     assert sum(1 for t in noisy if t.kind.is_hypothesis()) == 20  # budget.trials counts hypotheses
+
+
+def test_by_default_the_baseline_runs_three_seeds_and_the_noise_rule_decides(tmp_path: Path) -> None:
+    rundir, trials, _ = _run(synthetic_repo(tmp_path / "default", ideas=3, salt=3, decide=DEFAULT_RULE))
+    base = [t for t in trials if t.of == "T0001"]
+    assert [t.seed for t in base] == [1, 2] and all(t.kind is TrialKind.REPEAT for t in base)
+    assert all(t.evidence and t.evidence["rule"] == "noise" for t in trials if t.kind is TrialKind.HYPOTHESIS)
+    ledger = Ledger.open(rundir.ledger, readonly=True)
+    doc = status_document(rundir, ledger)
+    ledger.close()
+    assert doc["decisions"]["rule"] == "noise" and doc["decisions"]["repeats"] == 3
+    assert doc["decisions"]["sigma"] > 0 and not doc["decisions"]["unmeasurable"]
+
+
+def test_seeds_that_change_nothing_are_said_plainly(toy_repo: Path) -> None:
+    """The toy code never reads ARA_SEED: three baseline seeds give one value, so the noise rule
+    has nothing to test with; decisions fall back to single runs and every view says why."""
+    path = write_task(toy_repo, _configs(("x to 2", {"x": 2.0})), trials=2, parallel=2)
+    path.write_text(path.read_text().replace("[noise]\nrepeats = 1", "[noise]"))  # the default
+    rundir, trials, _ = _run(path)
+    assert [t.metric for t in trials if t.commit == trials[0].commit] == [trials[0].metric] * 3
+    kept = [t for t in trials if t.title == "x to 2"]
+    assert kept[0].decision is Decision.KEEP and kept[0].evidence["rule"] == "min_delta"  # type: ignore[index]
+    assert not [t for t in trials if t.of == kept[0].id]  # no confirmations: they would repeat too
+    ledger = Ledger.open(rundir.ledger, readonly=True)
+    doc = status_document(rundir, ledger)
+    ledger.close()
+    assert doc["decisions"]["unmeasurable"] and doc["decisions"]["rule"] == "min_delta"
+    said = "NOISE CANNOT BE MEASURED: 3 runs of 1 commit(s) with different seeds gave identical metrics"
+    out = subprocess.run([*ARA, "status", str(rundir.path)], capture_output=True, text=True, check=True)
+    assert said in " ".join(out.stdout.split()), out.stdout
+    assert said in rundir.report.read_text()
+    out = subprocess.run(
+        [*ARA, "rerun", str(rundir.path), kept[0].id, "--seeds", "2"], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert "all 3 runs gave" in out.stdout and "ARA_SEED changes nothing" in out.stdout, out.stdout
 
 
 def test_a_small_real_effect_is_confirmed_and_kept(tmp_path: Path) -> None:

@@ -83,7 +83,7 @@ def test_a_shadowing_module_cannot_lift_the_example_metric(tmp_path: Path, sandb
     )
     task_path = repo / "mil-stain" / "task.toml"
     text = task_path.read_text().replace("trials = 12 ", "trials = 2 ").split("[[ideas]]")[0]
-    task_path.write_text(text + f'\n[sandbox]\nmode = "{sandbox}"\n\n' + idea)
+    task_path.write_text(text + f'\n[sandbox]\nmode = "{sandbox}"\n[noise]\nrepeats = 1\n\n' + idea)
     commit_all(repo, "attack")
     controller = launch(load_task(task_path), echo=lambda _: None)
     controller.run()

@@ -138,6 +138,9 @@ hidden = ["answer.txt"]
 
 [slurm]
 poll_seconds = 1.0
+
+[noise]
+repeats = 1  # the innocent lines score deterministically: seeds would only add jobs
 """
     return head + "\n" + "\n".join(ideas), trials
 
