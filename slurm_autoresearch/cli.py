@@ -49,20 +49,104 @@ def main() -> None:
     """
 
 
+probe_steps = click.option(
+    "--steps", type=click.IntRange(min=1), default=10, show_default=True, help="ARA_STEPS of the short runs."
+)
+probe_timeout = click.option(
+    "--timeout", type=click.FloatRange(min=1), default=120.0, show_default=True, help="Seconds per run."
+)
+
+
+def _say_verdicts(found: list[tuple[str, str]]) -> None:
+    colors = {"FAIL": "red", "WARN": "yellow"}
+    for level, line in found:  # "log": a line of a failed run's log, under its FAIL
+        shown = f"        {_screen(line)}" if level == "log" else f"  {level:<5} {_screen(line)}"
+        click.secho(shown, fg=colors.get(level), bold=level in colors)
+
+
 @main.command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=".")
 @click.option("--name", help="Task name (default: the directory's name).")
-@click.option("--command", "command", default=None, help="Training command (default: python train.py).")
-@click.option("--metric", default="val_loss", show_default=True, help="Metric name the evaluation reports.")
-@click.option("--goal", type=click.Choice(["min", "max"]), default="min", show_default=True)
+@click.option(
+    "--command",
+    "command",
+    default=None,
+    help="Training command (default: what the folder offers: a script that reads ARA_STEPS or takes a "
+    "--steps flag, a wrapper beside it, a README's usage line).",
+)
+@click.option("--metric", default=None, help="Metric name (default: what the probe saw, else a guess).")
+@click.option(
+    "--goal", type=click.Choice(["min", "max"]), default=None, help="Default: from the metric's name."
+)
+@click.option(
+    "--probe/--no-probe",
+    "probe",
+    default=None,
+    help="Run the command a few times briefly in a scratch copy and write what it does (asked on a "
+    "terminal; elsewhere nothing runs without --probe).",
+)
+@probe_steps
+@probe_timeout
 @click.option("--force", is_flag=True, help="Overwrite an existing task.toml.")
-def init(directory: Path, name: str | None, command: str | None, metric: str, goal: str, force: bool) -> None:
-    """Write task.toml and playbook.md next to your training code."""
-    from .scaffold import write_scaffold
+def init(
+    directory: Path,
+    name: str | None,
+    command: str | None,
+    metric: str | None,
+    goal: str | None,
+    probe: bool | None,
+    steps: int,
+    timeout: float,
+    force: bool,
+) -> None:
+    """Write task.toml and playbook.md next to your training code; with --probe, from what a few
+    short runs of its command show (metrics, seeds, steps, time, files it reads)."""
+    from .probe import verdicts
+    from .scaffold import plan, run_probe, write_scaffold
 
-    for path in write_scaffold(directory, name=name, command=command, metric=metric, goal=goal, force=force):
+    task_plan = plan(directory, command, force)
+    runs = f"`{task_plan.command}`" + (f" then `{task_plan.eval}`" if task_plan.eval else "")
+    if probe is None:
+        probe = sys.stdin.isatty() and click.confirm(
+            f"Run {runs} a few times briefly (ARA_STEPS={steps}, in a scratch copy) to see what it does?",
+            default=True,
+        )
+    findings = None
+    if probe:
+        click.echo(f"probing {runs} in scratch copies of {task_plan.directory}:")
+        findings = run_probe(task_plan, steps, timeout, metric, click.echo)
+        _say_verdicts(verdicts(findings))
+    for path in write_scaffold(task_plan, name=name, metric=metric, goal=goal, findings=findings):
         click.echo(f"wrote {path}")
-    click.echo("next: edit [metric] and [surface] in task.toml, commit, then `ara submit task.toml`")
+    task = directory / "task.toml"
+    if not probe:
+        click.echo(f"nothing was run: guessed from the files; `ara doctor {task}` runs the command briefly")
+    click.echo(
+        f"next: check the CONFIRM comments in {task}, commit, then `ara submit {task} --check`, "
+        f"then `ara submit {task}` (runs `{task_plan.command}`)"
+    )
+
+
+@main.command()
+@click.argument("task_file", type=click.Path(dir_okay=False, path_type=Path))
+@probe_steps
+@probe_timeout
+@click.pass_context
+def doctor(ctx: click.Context, task_file: Path, steps: int, timeout: float) -> None:
+    """Run the task's command briefly in scratch copies, as trials run it, and say whether the task
+    fits what it does: the metric, seeds, ARA_STEPS, a trial's time, the files to freeze. Exits 1
+    when something fails; `ara submit --check` then checks the metric against what was seen."""
+    from .probe import doctor as probe_task
+    from .probe import read_task
+
+    spec, workdir, root = read_task(task_file)
+    runs = f"`{spec.task.command}`" + (f" then `{spec.task.eval}`" if spec.task.eval else "")
+    click.echo(f"probing {runs} in scratch copies of {workdir}:")
+    _findings, found = probe_task(spec, workdir, root, steps=steps, timeout_s=timeout, echo=click.echo)
+    _say_verdicts(found)
+    click.echo(f"wrote {root / 'probe.json'}")
+    if any(level == "FAIL" for level, _ in found):
+        ctx.exit(1)
 
 
 def _screen(text: str) -> str:
@@ -206,6 +290,20 @@ def rerun(run: str, trial: str, steps: int | None, seeds: int, detach: bool, roo
     else:
         click.echo(f"{what}: running them now")
         _drive(rundir, None, reruns_only=True)
+        click.echo(f"{found.id} at {steps or found.steps or 'its'} steps: {_runs_of(rundir, found, steps)}")
+
+
+def _runs_of(rundir: RunDir, trial: Trial, steps: int | None) -> str:
+    from .evidence import runs_line, values
+    from .ledger import Ledger
+
+    ledger = Ledger.open(rundir.ledger, readonly=True)
+    try:
+        default = int((ledger.meta().get("rule") or {}).get("steps") or trial.steps or 0)
+        runs = values(ledger.trials(light=True), trial.commit, steps or trial.steps or default, default)
+    finally:
+        ledger.close()
+    return runs_line(runs)
 
 
 @main.command("rerun-queued", hidden=True)
@@ -432,15 +530,17 @@ def _patch(rundir: RunDir, record: Trial) -> str:
 )
 @root_option
 def export(run: str | None, fmt: str, output: Path | None, root: Path | None) -> None:
-    """The ledger of RUN (default: the latest) as CSV or JSON lines, one row per trial, for notebooks."""
+    """The ledger of RUN (default: the latest) as CSV or JSON lines, one row per trial, for notebooks;
+    one `param.<key>` column per searched parameter."""
     from .exports import export as chunks
+    from .exports import space_keys
     from .ledger import Ledger
     from .rundir import atomic_write_text, find_run
 
     rundir = find_run(run, root)
     ledger = Ledger.open(rundir.ledger, readonly=True)
     try:
-        text = chunks(ledger, fmt)
+        text = chunks(ledger, fmt, space_keys(rundir.task_copy))
         if output is None:
             for chunk in text:
                 click.echo(chunk, nl=False)
@@ -524,6 +624,46 @@ def guide(run: str, text: str, root: Path | None) -> None:
     rundir = find_run(run, root)
     rundir.add_guidance(text, time.time())
     click.echo(f"queued for the next planning round of {rundir.run_id}: {_screen(' '.join(text.split()))}")
+
+
+@main.command()
+@click.argument("run", required=False)
+@click.option("--yes", is_flag=True, help="Remove without asking.")
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@click.option("--keep-best", is_flag=True, help="Keep the branch ara/<run>/best.")
+@root_option
+def clean(run: str | None, yes: bool, dry_run: bool, keep_best: bool, root: Path | None) -> None:
+    """Remove an ended RUN's git worktrees, its ara/<run>/* branches and refs/ara/<run>/* refs.
+
+    Its ledger, reports and trial logs (diffs included) stay; the trials' commits become
+    unreferenced, so `ara rerun` and `ara resume` of the run may fail once git prunes them.
+    """
+    from .cleanup import clean as remove
+    from .cleanup import plan, refuse, repo_of
+    from .rundir import find_run
+
+    rundir = find_run(run, root)
+    why = refuse(rundir)
+    if why:
+        raise UsageError(f"not cleaning: {why}")
+    todo = plan(rundir, repo_of(rundir), keep_best=keep_best)
+    for wt in todo.worktrees:
+        click.echo(f"worktree {wt}")
+    for ref in todo.refs:
+        click.echo(f"ref      {ref}")
+    for ref, reason in todo.spared.items():
+        click.echo(f"kept     {ref} ({reason})")
+    if not todo.worktrees and not todo.refs:
+        click.echo(f"run {rundir.run_id}: nothing to clean")
+        return
+    what = f"{len(todo.worktrees)} worktrees and {len(todo.refs)} refs of run {rundir.run_id}"
+    if dry_run:
+        click.echo(f"would remove {what} (--dry-run: nothing removed)")
+        return
+    if not yes:
+        click.confirm(f"remove {what}?", abort=True)
+    remove(rundir, todo)
+    click.echo(f"removed {what}; its ledger, reports and trial logs stay in {rundir.path}")
 
 
 @main.command()

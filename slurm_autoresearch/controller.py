@@ -121,6 +121,10 @@ class Controller:
         state, reason, lost = "failed", "", False
         self._count = 0
         meta = self.ledger.meta()
+        # Re-runs of an ended run are not the run's own time: its end stays, theirs is counted apart.
+        self._own_end: float | None = meta.get("last_ended_at") if reruns_only else None
+        if self._own_end is not None:
+            self.ledger.set_meta(ended_at=self._own_end, rerun_since=self.clock())
         try:
             recover(self)
             if reruns_only:
@@ -370,6 +374,7 @@ class Controller:
             command=self.spec.task.command,
             eval=self.spec.task.eval,
             metric=self.spec.metric.name,
+            metric_pattern=self.spec.metric.pattern,
             steps=trial.steps or self.spec.budget.steps,
             time_limit_s=self.spec.budget.trial_minutes * 60,
             gpus=self.spec.resources.gpus_per_trial,
@@ -588,7 +593,12 @@ class Controller:
         try:
             # An answer on its way is waited for briefly (its tokens were spent), then dropped.
             self.planning.close(wait_s=30.0 if state in ("finished", "stopped") else 0.0)
-            self.ledger.set_meta(state=state, end_reason=reason, ended_at=now)
+            if self._own_end is None:
+                self.ledger.set_meta(state=state, end_reason=reason, ended_at=now, rerun_since=None)
+            else:
+                meta = self.ledger.meta()
+                spent = float(meta.get("rerun_seconds") or 0.0) + now - float(meta.get("rerun_since") or now)
+                self.ledger.set_meta(state=state, end_reason=reason, rerun_seconds=spent, rerun_since=None)
             self.ledger.event(now, "run-" + state, reason)
             self.ledger.write_results(self.rundir.results, self.spec.metric.name)
             report.write_run_report(self.rundir, self.spec, self.ledger, plot=False)

@@ -228,17 +228,21 @@ class Room:
                 args += ["--ro-bind", "/dev/null", str(path)]
         return args
 
-    def training(self, argv: list[str]) -> list[str]:
-        """Training writes its worktree (not the git link in it), its W&B folder, /tmp and /dev/shm."""
+    def training(self, argv: list[str], outputs: tuple[Path, ...] = ()) -> list[str]:
+        """Training writes its worktree (not the git link in it), its W&B folder, the trial's
+        `outputs` folders (a task without an evaluation: the one for its metrics file), /tmp and
+        /dev/shm."""
         args = self._base()
         args += ["--bind", str(self.worktree), str(self.worktree)]
         if (self.worktree / ".git").is_file():
             args += ["--ro-bind", str(self.worktree / ".git"), str(self.worktree / ".git")]
         # The trial directory reads as empty and writable (W&B checks that it may write there);
-        # only its wandb/ folder outlives the room.
+        # only its wandb/ folder and the outputs outlive the room.
         wandb = self.trial_dir / "wandb"
         wandb.mkdir(parents=True, exist_ok=True)
         args += ["--tmpfs", str(self.trial_dir), "--bind", str(wandb), str(wandb)]
+        for path in outputs:
+            args += ["--bind", str(_real(path)), str(_real(path))]
         for path in self.writable:
             target = _expand(path, self.home)
             if target.exists():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 Scalar = str | int | float | bool
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -41,6 +41,33 @@ class MetricSection(_Section):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_./-]+$")]
     goal: Literal["min", "max"]
     min_delta: Annotated[float, Field(ge=0)] = 0.0
+    # A metric printed in the code's own style (`val_acc=0.83`, `test loss 2.19`): the last match
+    # of this regex in the output the metric is read from; the number is its one group, or the
+    # group named `value`.
+    pattern: str | None = None
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern_has_its_number(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            pattern_group(pattern)
+        return pattern
+
+
+def pattern_group(pattern: str) -> str | int:
+    """The group of a `[metric] pattern` that holds the number; ValueError says what is wrong."""
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
+    if "value" in compiled.groupindex:
+        return "value"
+    if compiled.groups != 1:
+        raise ValueError(
+            f"{pattern!r} has {compiled.groups} groups; it needs one around the number, "
+            "e.g. 'val_acc=([0-9.]+)', or one named value: (?P<value>...)"
+        )
+    return 1
 
 
 class BudgetSection(_Section):
@@ -234,7 +261,7 @@ class DecideSection(_Section):
 
 
 class NoiseSection(_Section):
-    repeats: Annotated[int, Field(ge=1, le=50)] = 1  # baseline runs with seeds seed..seed+k-1
+    repeats: Annotated[int, Field(ge=1, le=50)] = 3  # baseline runs with seeds seed..seed+k-1
     seed: Annotated[int, Field(ge=0)] = 0  # ARA_SEED of every trial's first run
 
 

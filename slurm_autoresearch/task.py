@@ -239,6 +239,11 @@ def load_task(path: str | Path, overrides: list[str] | None = None) -> Task:
         _check_idea_edits(source, spec, surface, ws, head, tracked)
     finally:
         ws.close()
+    from .probe import task_problem  # the metric against what `ara init --probe` or `ara doctor` saw
+
+    problem = task_problem(spec, task_path, repo / workdir)
+    if problem:
+        raise TaskError(f"{source}: {problem}")
 
     planner = _resolve_model_role(source, "planner", spec.run.planner, "offline")
     summarizer = _resolve_model_role(source, "summarizer", spec.run.summarizer, "rules")

@@ -122,6 +122,7 @@ def test_baseline_failure_exits_1_with_the_log(toy_repo: Path) -> None:
     assert code == 1
     error = output.strip().splitlines()[-1]
     assert error.startswith("ara: error: baseline T0001 produced no metric") and "train.log" in error
+    assert git(toy_repo, "branch", "--list", "ara/*") == ""  # nothing kept: no best branch
 
 
 def test_init_writes_a_task_that_validates(tmp_path: Path) -> None:
@@ -290,3 +291,70 @@ def test_check_catches_a_misspelt_script(toy_repo: Path) -> None:
     out = _ara("submit", "--check", str(path), cwd=toy_repo)
     assert out.returncode == 2 and "would run 'trian.py', which is not in" in out.stderr, out.stderr
     assert out.stderr.count("\n") <= 2
+
+
+def test_clean_removes_a_finished_runs_worktrees_and_refs_and_keeps_its_record(
+    toy_repo: Path, tmp_path: Path
+) -> None:
+    from slurm_autoresearch.rundir import RunDir
+
+    from .conftest import repo_state
+
+    path = write_task(toy_repo, '[[ideas]]\ntitle = "x to 2"\nconfig = { x = 2.0 }\n', trials=2, parallel=1)
+    code, output = _invoke(["submit", str(path)], toy_repo)
+    assert code == 0, output
+    run_id = re.search(r"run id: (\S+)", output).group(1)  # type: ignore[union-attr]
+    rundir = RunDir(toy_repo / ".ara" / "runs" / run_id)
+
+    def refs() -> list[str]:
+        return git(
+            toy_repo,
+            "for-each-ref",
+            "--format=%(refname)",
+            f"refs/heads/ara/{run_id}/",
+            f"refs/ara/{run_id}/",
+        ).split()  # refs/ara/... sort before refs/heads/...
+
+    best = f"refs/heads/ara/{run_id}/best"
+    assert refs() == [f"refs/ara/{run_id}/T0001", f"refs/ara/{run_id}/T0002", best]
+    # A worktree a dead controller left, and the best branch checked out in the user's own worktree.
+    leftover = rundir.worktrees / "T0009"
+    git(toy_repo, "worktree", "add", "-q", "-b", f"ara/{run_id}/T0009", str(leftover), "HEAD")
+    mine = tmp_path / "mine"
+    git(toy_repo, "worktree", "add", "-q", str(mine), f"ara/{run_id}/best")
+    before = repo_state(toy_repo)
+    record = sorted(p.relative_to(rundir.path) for p in rundir.path.rglob("*") if "worktrees" not in p.parts)
+
+    rundir.acquire()  # a live controller (this process): refused
+    try:
+        code, output = _invoke(["clean", run_id, "--yes"], toy_repo)
+    finally:
+        rundir.release()
+    assert code == 2 and "held by controller pid" in output
+    code, output = _invoke(["clean", run_id, "--dry-run"], toy_repo)
+    assert code == 0 and "would remove 1 worktrees and 3 refs" in output, output
+    assert f"kept     {best} (checked out in {mine.resolve()})" in output
+    asked = subprocess.run(
+        [str(Path(sys.executable).parent / "ara"), "clean", run_id], cwd=toy_repo, input="n\n", text=True,
+        capture_output=True,
+    )  # fmt: skip
+    assert asked.returncode == 1 and "Aborted" in asked.stderr
+    assert len(refs()) == 4 and leftover.is_dir()  # neither the dry run nor a "no" removed anything
+
+    code, output = _invoke(["clean", run_id, "--yes"], toy_repo)
+    assert code == 0 and "removed 1 worktrees and 3 refs" in output, output
+    assert refs() == [best] and not leftover.exists()
+    assert str(leftover) not in git(toy_repo, "worktree", "list")
+    assert repo_state(toy_repo) == before  # the user's HEAD, branch, index and tree
+    assert (
+        sorted(p.relative_to(rundir.path) for p in rundir.path.rglob("*") if "worktrees" not in p.parts)
+        == record
+    )
+    code, output = _invoke(["status", run_id, "--json"], toy_repo)
+    assert code == 0 and len(json.loads(output)["trials"]) == 2
+
+    git(toy_repo, "worktree", "remove", str(mine))
+    code, output = _invoke(["clean", run_id, "--yes", "--keep-best"], toy_repo)
+    assert code == 0 and "nothing to clean" in output and refs() == [best]
+    code, output = _invoke(["clean", run_id, "--yes"], toy_repo)
+    assert code == 0 and refs() == []

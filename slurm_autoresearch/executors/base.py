@@ -47,6 +47,7 @@ class JobSpec:
     repo: str = ""  # the user's checkout: its hidden files are masked as well
     git_dir: str = ""  # the repository's git directory, out of the training's reach
     cpus: int = 0  # [resources] cpus_per_trial: thread pools are capped to it (0: left alone)
+    metric_pattern: str | None = None  # [metric] pattern: how to read a metric printed in its own style
 
     @property
     def cwd(self) -> Path:

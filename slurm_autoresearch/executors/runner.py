@@ -27,6 +27,7 @@ from ..monitor import diagnose, tail
 from ..outcome import JobState, Outcome
 from ..rundir import write_json
 from ..sandbox import PROTECTED, SCRATCH_CACHES, Room, clean_python_env, descendants, resolve
+from ..spec import pattern_group
 from ..surface import frozen_changes, sha256_file
 from ..tracking import wandb_env
 from .base import JOB_FILE, JobSpec
@@ -37,6 +38,7 @@ METRICS_FILE = "metrics.json"
 HOLDOUT_FILE = "holdout.json"
 EVAL_LOG = "eval.log"  # the evaluation's own output: the only stream its metric block is read from
 EVAL_ROOM = "eval-room"  # the evaluation's scratch: its metrics file, bootstrap and bytecode cache
+COMMAND_OUT = "command-out"  # without an evaluation: where the command writes its metrics file
 _KILL_GRACE_S = 5.0
 Finish = Callable[..., Outcome]
 THREAD_VARIABLES = (
@@ -104,15 +106,37 @@ def parse_metrics_block(text: str) -> dict[str, float]:
     return metrics
 
 
-def read_metrics(metrics_path: Path, output: str) -> dict[str, float]:
-    """Metrics from ARA_METRICS_PATH when written, else from the stdout block."""
+def pattern_metric(text: str, pattern: str) -> float | None:
+    """The number in the last match of a `[metric] pattern` (ara's own `[ara]` lines aside)."""
+    compiled, group = re.compile(pattern), pattern_group(pattern)
+    found = None
+    for line in text.splitlines():
+        if line.startswith("[ara] "):
+            continue
+        for match in compiled.finditer(line):
+            with contextlib.suppress(TypeError, ValueError):
+                found = float(match.group(group))
+    return found
+
+
+def read_metrics(
+    metrics_path: Path, output: str, metric: str = "", pattern: str | None = None
+) -> dict[str, float]:
+    """Metrics from ARA_METRICS_PATH when written, else from the stdout block; with a `[metric]
+    pattern`, its last match in the output is `metric`."""
     try:
         data = json.loads(metrics_path.read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError):
-        return parse_metrics_block(output)
-    if not isinstance(data, dict):
-        return parse_metrics_block(output)
-    return {k: float(v) for k, v in data.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        data = None
+    if isinstance(data, dict):
+        numbers = {k: v for k, v in data.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        found = {k: float(v) for k, v in numbers.items()}
+    else:
+        found = parse_metrics_block(output)
+    value = pattern_metric(output, pattern) if pattern else None
+    if value is not None:
+        found[metric] = value
+    return found
 
 
 class Runner:
@@ -126,6 +150,8 @@ class Runner:
         self.train_env = dict(self.env)
         if spec.eval:
             self.train_env.pop("ARA_METRICS_PATH")
+        else:  # a folder of its own: the command's room reaches no other part of the trial directory
+            self.train_env["ARA_METRICS_PATH"] = str(self.trial_dir / COMMAND_OUT / METRICS_FILE)
         self.stop: tuple[JobState, str] | None = None
         self.child: subprocess.Popen[bytes] | None = None
         self.shell = shutil.which("bash") or "/bin/sh"
@@ -253,9 +279,11 @@ class Runner:
             metric = (metrics or {}).get(self.spec.metric)
             if state is JobState.COMPLETED and (metric is None or not math.isfinite(metric)):
                 found = ", ".join(sorted(metrics or {})) or "none"
+                where = f"{METRICS_FILE} or the '---' block"
+                if self.spec.metric_pattern:
+                    where = f"{METRICS_FILE}, the '---' block or [metric] pattern"
                 reason = reason or (
-                    f"no finite metric {self.spec.metric!r} in {METRICS_FILE} or the '---' block "
-                    f"(metrics found: {found})"
+                    f"no finite metric {self.spec.metric!r} in {where} (metrics found: {found})"
                 )
                 metric = None
             if state is not JobState.COMPLETED and not reason:
@@ -295,13 +323,19 @@ class Runner:
                 JobState.TAMPERED, f"frozen files differ before the job: {', '.join(changed)}", frozen=changed
             )
         self._hide_answer_key()
+        written = self.trial_dir / COMMAND_OUT / METRICS_FILE
+        shutil.rmtree(written.parent, ignore_errors=True)
+        if not self.spec.eval:
+            written.parent.mkdir(parents=True)
         self._note(f"$ {self.spec.command}  (ARA_STEPS={self.spec.steps}, ARA_SEED={self.spec.seed})")
         failed = self._step("command", self._argv(self.spec.command), deadline, finish, self.train_env)
         if failed:
             return failed
         if not self.spec.eval:  # the task's contract: the command itself reports the metric
-            output = _read_from(self.log, 0)
-            return finish(JobState.COMPLETED, exit_code=0, metrics=read_metrics(self.metrics_path, output))
+            if written.is_file() and not written.is_symlink():
+                shutil.copyfile(written, self.metrics_path)
+            metrics = self._metrics(self.metrics_path, _read_from(self.log, 0))
+            return finish(JobState.COMPLETED, exit_code=0, metrics=metrics)
         if self.metrics_path.exists():
             self.metrics_path.unlink()
             return finish(
@@ -320,13 +354,16 @@ class Runner:
         outcome = finish(JobState.COMPLETED, exit_code=0, metrics=metrics, holdout=holdout)
         return outcome
 
+    def _metrics(self, path: Path, output: str) -> dict[str, float]:
+        return read_metrics(path, output, self.spec.metric, self.spec.metric_pattern)
+
     def _argv(self, command: str, evaluation: tuple[Path, Path] | None = None) -> list[str]:
         argv = [self.shell, "-c", command]
         if self.room is None:
             return argv
         if evaluation:
             return self.room.evaluation(argv, *evaluation)
-        return self.room.training(argv)
+        return self.room.training(argv, () if self.spec.eval else (self.trial_dir / COMMAND_OUT,))
 
     def _evaluate(
         self, what: str, command: str, path: Path, deadline: float, finish: Finish
@@ -362,7 +399,7 @@ class Runner:
         failed = self._judge(what, code, stop, finish)
         if failed:
             return {}, failed
-        metrics = read_metrics(out, output)
+        metrics = self._metrics(out, output)
         if out.exists():
             shutil.copyfile(out, path)
         return metrics, None
