@@ -1,5 +1,5 @@
 """`ara init`: task.toml and playbook.md for the training code in a folder, from what its files
-say and, with consent, from what a few short runs of its command showed (`probe.py`)."""
+say and, with consent, from what a few short runs of its command showed (`probe/`)."""
 
 from __future__ import annotations
 
@@ -129,7 +129,7 @@ def _nice(value: float) -> int:
 def _imports(directory: Path, script: str) -> list[str]:
     """Modules of the folder a script imports (`import model` -> model.py, a package -> pkg/**)."""
     out = []
-    text = probe._read(directory / script)
+    text = probe.read_head(directory / script)
     for module in dict.fromkeys(re.findall(r"^\s*(?:from|import)\s+([A-Za-z_]\w*)", text, re.M)):
         if (directory / f"{module}.py").is_file():
             out.append(f"{module}.py")
@@ -315,7 +315,7 @@ def probe_static_metric(directory: Path, task_plan: Plan) -> str | None:
     """Without a probe: a name the evaluation (or the command's script) prints as `name: value`
     after a `---` line, or writes as a JSON key, when the source says so plainly."""
     for script in (probe.script_of(task_plan.eval), task_plan.script):
-        text = probe._read(directory / script) if script else ""
+        text = probe.read_head(directory / script) if script else ""
         if '"---"' in text or "'---'" in text:
             names = re.findall(r"""print\(\s*f?["']([A-Za-z_][\w./-]*)\s*:""", text)
             if names:
@@ -373,7 +373,7 @@ def _values(path: Path) -> dict[str, str]:
     from .config_file import toml_literal
 
     try:
-        data = tomllib.loads(probe._read(path))
+        data = tomllib.loads(probe.read_head(path))
     except tomllib.TOMLDecodeError:
         return {}
     out: dict[str, str] = {}

@@ -71,9 +71,10 @@ def test_submit_status_show_report_stop(toy_repo: Path) -> None:
         "decisions",
         "fidelity",
         "counts",
+        "hints",
         "trials",
     }
-    assert doc["decisions"]["rule"] == "min_delta" and doc["fidelity"] is None
+    assert doc["decisions"]["rule"] == "min_delta" and doc["fidelity"] is None and doc["hints"] == []
     assert set(doc["trials"][0]) >= {
         "id",
         "state",
