@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import textwrap
 from pathlib import Path
@@ -228,3 +229,18 @@ def claude_task(
     text += "\n[models]\nmax_retries = 2\ntimeout_s = 20\n" + models
     path.write_text(text)
     return path
+
+
+def invoke(args: list[str], cwd: Path) -> tuple[int, str]:
+    """`ara ARGS` in cwd through click's runner: its exit code and output (stderr included)."""
+    from click.testing import CliRunner
+
+    from slurm_autoresearch.cli import main
+
+    old = Path.cwd()
+    os.chdir(cwd)
+    try:
+        result = CliRunner().invoke(main, args, catch_exceptions=False)
+    finally:
+        os.chdir(old)
+    return result.exit_code, result.output

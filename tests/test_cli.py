@@ -12,24 +12,16 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from slurm_autoresearch.cli import main
 from slurm_autoresearch.task import load_task
 
-from .conftest import commit_all, git, write_task
+from .conftest import commit_all, git, invoke, write_task
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def _invoke(args: list[str], cwd: Path) -> tuple[int, str]:
-    old = Path.cwd()
-    os.chdir(cwd)
-    try:
-        result = CliRunner().invoke(main, args, catch_exceptions=False)
-    finally:
-        os.chdir(old)
-    return result.exit_code, result.output
+_invoke = invoke
 
 
 def test_every_command_has_help_and_is_in_the_readme() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -12,15 +11,13 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from slurm_autoresearch import probe
-from slurm_autoresearch.cli import main
 from slurm_autoresearch.errors import TaskError
 from slurm_autoresearch.executors.runner import pattern_metric, read_metrics
 from slurm_autoresearch.task import load_task
 
-from .conftest import commit_all, git
+from .conftest import commit_all, git, invoke
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mil-stain"
 
@@ -120,14 +117,7 @@ def make_no_seed(where: Path) -> Path:
     return where
 
 
-def _init(args: list[str], cwd: Path) -> tuple[int, str]:
-    old = Path.cwd()
-    os.chdir(cwd)
-    try:
-        result = CliRunner().invoke(main, args, catch_exceptions=False)
-    finally:
-        os.chdir(old)
-    return result.exit_code, result.output
+_init = invoke
 
 
 def _commit(folder: Path) -> None:
