@@ -96,6 +96,9 @@ freeze = ["evaluate.py", "train.py"]
 [search]
 config = "config.toml"
 
+[tracking]
+wandb = "off"
+
 {decide}
 
 {chr(10).join(backlog)}"""

@@ -622,12 +622,13 @@ class Controller:
             self._wandb_summary()
 
     def _wandb_summary(self) -> None:
-        """The run's W&B summary run, written by its own process: wandb never loads in here."""
-        from .tracking import any_trial_runs
+        """The run's W&B summary run, written by its own process: wandb never loads in here. Every
+        run gets one, whether or not its trials call wandb.init(): the trial table, metrics and
+        decisions are ara's own to report."""
         from .wandb_summary import spawn_summary
 
-        if self.spec.tracking.wandb == "off" or not any_trial_runs(self.rundir.path):
-            return  # trials that never call wandb.init() get no summary process either
+        if self.spec.tracking.wandb == "off":
+            return
         try:
             proc = spawn_summary(self.rundir.path)
             if os.environ.get("SLURM_JOB_ID"):  # Slurm ends a job's processes with the job

@@ -73,21 +73,6 @@ def offline_runs(trial_dir: Path) -> list[Path]:
     return sorted(p for p in trial_dir.glob(OFFLINE_GLOB) if p.is_dir())
 
 
-def any_trial_runs(run_dir: Path) -> bool:
-    """Whether some trial's code called `wandb.init()` (offline or online): only then is a summary
-    run worth a process at the run's end. Stops at the first such trial."""
-    trials = run_dir / "trials"
-    if not trials.is_dir():
-        return False
-    for tdir in trials.iterdir():
-        found = (tdir / "wandb").is_dir() and any(
-            next((tdir / "wandb").glob(pattern), None) for pattern in ("offline-run-*", "run-*")
-        )
-        if found:
-            return True
-    return False
-
-
 def summary_dir(run_dir: Path) -> Path:
     """Where the run's W&B summary run keeps its files (its WANDB_DIR)."""
     return run_dir / SUMMARY_DIR

@@ -92,6 +92,9 @@ y = {{ low = -5.0, high = 5.0 }}
 
 [noise]
 repeats = 1  # single runs: tests of other things count jobs; test_decisions tests the default
+
+[tracking]
+wandb = "off"  # no W&B summary process after every toy run; test_tracking turns it on
 """
 
 

@@ -141,6 +141,9 @@ poll_seconds = 1.0
 
 [noise]
 repeats = 1  # the innocent lines score deterministically: seeds would only add jobs
+
+[tracking]
+wandb = "off"  # the suite checks that no process of the user outlives the run
 """
     return head + "\n" + "\n".join(ideas), trials
 
