@@ -44,6 +44,14 @@ def trials_line(used: int, limit: int | None, extra: dict[str, int]) -> str:
     return line + (", + " + ", ".join(shown) if shown else "")
 
 
+def counted(trials: list[Trial], limit: int | None) -> str:
+    """`trials_line` from the rows themselves (the reports hold every trial already)."""
+    kinds: dict[str, int] = {}
+    for t in trials:
+        kinds[str(t.kind)] = kinds.get(str(t.kind), 0) + 1
+    return trials_line(hypotheses(trials), limit, extra_trials(kinds))
+
+
 def wall_seconds(meta: dict[str, Any], now: float) -> float:
     """The run's own wall time, from its creation to its end (now while it runs): `ara rerun`
     sessions on an ended run do not stretch it (they are `rerun_seconds`)."""

@@ -14,7 +14,7 @@ from . import budget, evidence, fidelity, sandbox
 from .evidence import Rule, running_best
 from .lineage import kept_changes
 from .rundir import RunDir, atomic_write_text
-from .trial import Decision, Trial, TrialKind, trial_id
+from .trial import Decision, Trial, trial_id
 
 if TYPE_CHECKING:
     from .ledger import Ledger
@@ -189,9 +189,6 @@ def _header(
         facts.append(("result", line))
     if rule is not None:
         facts.append(("decisions", evidence.describe(evidence.overview(trials, rule, incumbent))))
-    hint = budget.time_limit_hint(trials, meta.get("trial_minutes"))
-    if hint:
-        facts.append(("hint", hint))
         if rule.screen_steps:
             saved = fidelity.savings(trials, rule.full_steps, rule.screen_steps)
             facts.append(
@@ -203,6 +200,9 @@ def _header(
                     "for the same hypotheses at full budget",
                 )
             )
+    hint = budget.time_limit_hint(trials, meta.get("trial_minutes"))
+    if hint:
+        facts.append(("hint", hint))
     rows = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in facts)
     return [
         f"<h1>ara run {escape(rundir.run_id)}</h1>",
@@ -218,8 +218,7 @@ def _budget(meta: dict[str, Any], ledger: Ledger, trials: list[Trial], now: floa
     wall_h = budget.wall_seconds(meta, now) / 3600
     gpu_h = sum(t.gpu_seconds or 0.0 for t in trials) / 3600
     ideas = budget.hypotheses(trials)
-    kinds = {str(k): sum(1 for t in trials if t.kind is k) for k in TrialKind}
-    counted = budget.trials_line(ideas, meta.get("trial_budget"), budget.extra_trials(kinds))
+    counted = budget.counted(trials, meta.get("trial_budget"))
     reruns = budget.rerun_seconds(meta, now)
     rows = [
         ("trials (baseline and hypotheses)", ideas, meta.get("trial_budget"), "d"),

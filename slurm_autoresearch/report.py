@@ -17,7 +17,7 @@ from .plot import progress_plot
 from .rundir import RunDir, atomic_write_text
 from .safetext import markdown, one_line, visible
 from .sandbox import describe
-from .trial import Decision, Trial, TrialKind
+from .trial import Decision, Trial
 
 if TYPE_CHECKING:
     from .ledger import Ledger
@@ -170,8 +170,7 @@ def write_run_report(rundir: RunDir, spec: TaskSpec, ledger: Ledger, *, plot: bo
             f"- baseline {baseline.metric:.6g} -> best {best.metric:.6g} ({delta:+.6g}) by "
             f"{best.id}: {_md(best.title)}; branch `{meta.get('best_branch')}`"
         )
-    kinds = {str(k): sum(1 for t in trials if t.kind is k) for k in TrialKind}
-    counted = budget.trials_line(budget.hypotheses(trials), spec.budget.trials, budget.extra_trials(kinds))
+    counted = budget.counted(trials, spec.budget.trials)
     lines += [
         f"- trials: {counted} ({', '.join(f'{counts[d]} {d.value}' for d in Decision)}), "
         f"{gpu_s / 3600:.2f} GPU-hours, "

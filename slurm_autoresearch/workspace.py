@@ -193,10 +193,6 @@ class Workspace:
         )
 
     # -- branches ---------------------------------------------------------------------------
-    def start(self, base: str) -> None:
-        """Point the run's best branch at the base commit (idempotent)."""
-        self.repo.git.branch("-f", self.best_branch, base)
-
     def keep(self, commit: str) -> None:
         self.repo.git.update_ref(f"refs/heads/{self.best_branch}", commit)
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import textwrap
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -161,11 +162,9 @@ def slurm_answers() -> bool:
     return out.returncode == 0 and any(s in out.stdout for s in ("idle", "mixed", "allocated"))
 
 
-def unavailable(why: str) -> None:
+def unavailable(why: str) -> NoReturn:
     """A test needs what this machine lacks (Slurm, bubblewrap, root, torch): it skips on a laptop,
     and fails under ARA_REQUIRE_SLURM=1 (CI, where scripts/test installs all of it)."""
-    import os
-
     if os.environ.get("ARA_REQUIRE_SLURM") == "1":
         pytest.fail(f"ARA_REQUIRE_SLURM=1 but {why}")
     pytest.skip(why)

@@ -319,6 +319,7 @@ def test_screening_promotes_the_best_and_only_full_runs_keep(toy_repo: Path) -> 
     rundir, trials, _ = _run(path)
     screen = [t for t in trials if t.kind is TrialKind.HYPOTHESIS]
     assert all(t.fidelity == "screen" and t.steps == 2 for t in screen)
+    assert "<dt>multi-fidelity</dt><dd>screened at 2 steps" in (rundir.path / "report.html").read_text()
     assert {t.round for t in screen} == {1, 2}
     promoted = [t for t in trials if t.kind is TrialKind.PROMOTE]
     assert [t.decision for t in screen].count(Decision.PROMOTED) == len(promoted) == 2

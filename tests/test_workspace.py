@@ -40,7 +40,6 @@ def test_materialize_commits_in_a_worktree_and_keeps_a_ref(toy_repo: Path, tmp_p
     assert git(toy_repo, "rev-parse", "refs/ara/run1/T0002").strip() == made.commit
     assert git(toy_repo, "rev-parse", f"{made.commit}^").strip() == base
     assert "+x = 1.5" in made.patch
-    ws.start(base)
     ws.keep(made.commit)
     ws.release("T0002")
     assert not made.worktree.exists()
@@ -143,7 +142,6 @@ def test_workdir_prefix(toy_repo: Path, tmp_path: Path) -> None:
 def test_stale_git_locks_of_this_run_are_cleared_and_others_kept(toy_repo: Path, tmp_path: Path) -> None:
     ws = _ws(toy_repo, tmp_path)
     base = ws.head()
-    ws.start(base)
     made = ws.materialize(
         "T0002",
         base,

@@ -129,8 +129,9 @@ def read_metrics(
     except (FileNotFoundError, ValueError):
         data = None
     if isinstance(data, dict):
-        numbers = {k: v for k, v in data.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-        found = {k: float(v) for k, v in numbers.items()}
+        found = {
+            k: float(v) for k, v in data.items() if isinstance(v, int | float) and not isinstance(v, bool)
+        }
     else:
         found = parse_metrics_block(output)
     value = pattern_metric(output, pattern) if pattern else None
