@@ -177,7 +177,7 @@ def main() -> int:
         "ara export (csv)": timed([*ara, "export", *where], repeats=1),
         "ara status --all": timed([*ara, "status", "--all", "--root", str(root)]),
     }
-    from slurm_autoresearch.watch import render, snapshot  # in-process: one refresh of the live view
+    from slurm_autoresearch.views.watch import render, snapshot  # in-process: one refresh of the live view
 
     best = float("inf")
     for _ in range(5):

@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.big_ledger import build  # noqa: E402
-from slurm_autoresearch.html_report import write_html_report  # noqa: E402
 from slurm_autoresearch.ledger import Ledger  # noqa: E402
+from slurm_autoresearch.views.html_report import write_html_report  # noqa: E402
 
 DIFF = """\
 diff --git a/train.py b/train.py

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.synthetic import commit_repo, submit  # noqa: E402
-from slurm_autoresearch.sandbox import probe  # noqa: E402
+from slurm_autoresearch.executors.sandbox import probe  # noqa: E402
 
 TRIVIAL = """\
 [task]

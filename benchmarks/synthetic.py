@@ -194,7 +194,7 @@ def _rss_mb() -> float:
 
 
 def drive(task_path: Path, out: Path, delay: float) -> None:
-    from slurm_autoresearch.launcher import launch, make_models
+    from slurm_autoresearch.loop.launcher import launch, make_models
     from slurm_autoresearch.task import load_task
 
     started = time.time()

@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.synthetic import commit_repo  # noqa: E402
-from slurm_autoresearch.launcher import launch  # noqa: E402
 from slurm_autoresearch.ledger import Ledger  # noqa: E402
+from slurm_autoresearch.loop.launcher import launch  # noqa: E402
 from slurm_autoresearch.task import load_task  # noqa: E402
 from slurm_autoresearch.trial import Decision, Trial  # noqa: E402
 

@@ -20,9 +20,9 @@ import tempfile
 from pathlib import Path
 
 from slurm_autoresearch.hypothesis import Hypothesis
-from slurm_autoresearch.launcher import launch
 from slurm_autoresearch.ledger import Ledger
 from slurm_autoresearch.llm import LLM
+from slurm_autoresearch.loop.launcher import launch
 from slurm_autoresearch.planners import OfflinePlanner, PlanContext
 from slurm_autoresearch.planners.claude import ClaudePlanner
 from slurm_autoresearch.playbook import generic_playbook

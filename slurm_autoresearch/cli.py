@@ -102,7 +102,7 @@ def init(
     """Write task.toml and playbook.md next to your training code; with --probe, from what a few
     short runs of its command show (metrics, seeds, steps, time, files it reads)."""
     from .probe import verdicts
-    from .scaffold import plan, run_probe, write_scaffold
+    from .probe.scaffold import plan, run_probe, write_scaffold
 
     task_plan = plan(directory, command, force)
     runs = f"`{task_plan.command}`" + (f" then `{task_plan.eval}`" if task_plan.eval else "")
@@ -159,8 +159,8 @@ def _screen(text: str) -> str:
 
 def _say_protection(rundir: RunDir) -> None:
     """One line on how trial code is contained; loud (stderr, red) when the metric is not protected."""
+    from .executors.sandbox import describe
     from .ledger import Ledger
-    from .sandbox import describe
 
     ledger = Ledger.open(rundir.ledger, readonly=True)
     try:
@@ -189,7 +189,7 @@ def submit(task_file: Path, check: bool, overrides: tuple[str, ...], detach: boo
 
     With [controller] where = "slurm" the controller itself runs as a small Slurm job.
     """
-    from .launcher import create_run
+    from .loop.launcher import create_run
     from .task import executor_reason, load_task
 
     task = load_task(task_file, list(overrides))
@@ -203,7 +203,7 @@ def submit(task_file: Path, check: bool, overrides: tuple[str, ...], detach: boo
             f"{spec.budget.trials} trials x {spec.budget.steps} steps, {task.executor} executor, "
             f"{task.planner} planner, {task.summarizer} summarizer"
         )
-        from .sandbox import resolve
+        from .executors.sandbox import resolve
 
         used, why = resolve(spec.sandbox.mode, spec.sandbox.bwrap)
         if used == "bwrap":
@@ -220,7 +220,7 @@ def submit(task_file: Path, check: bool, overrides: tuple[str, ...], detach: boo
     click.echo(f"run id: {rundir.run_id}")
     _say_protection(rundir)
     if spec.controller.where == "slurm":
-        from .controller_job import submit_controller
+        from .loop.controller_job import submit_controller
 
         job = submit_controller(rundir, spec)
         click.echo(f"controller: Slurm job {job} (log {rundir.path}/controller-job-{job}.out)")
@@ -237,7 +237,7 @@ def submit(task_file: Path, check: bool, overrides: tuple[str, ...], detach: boo
 @root_option
 def resume(run: str, detach: bool, root: Path | None) -> None:
     """Carry RUN on after its controller died or was interrupted: re-attach, collect, continue."""
-    from .launcher import resumable
+    from .loop.launcher import resumable
     from .rundir import find_run
 
     rundir = find_run(run, root)
@@ -338,7 +338,7 @@ def _detach(rundir: RunDir, command: str = "resume") -> None:
 def _drive(rundir: RunDir, task: Task | None, *, reruns_only: bool = False) -> None:
     """Run the controller here. First Ctrl-C: plan no more and finish the running trials; a second
     one, SIGTERM or SIGHUP: exit at once, jobs left running and the ledger consistent."""
-    from .launcher import open_run
+    from .loop.launcher import open_run
 
     controller = open_run(rundir, task=task, echo=lambda m: click.echo(f"{time.strftime('%H:%M:%S')} {m}"))
     interrupts = {"n": 0}
@@ -376,7 +376,7 @@ def status(run: str | None, as_json: bool, every: bool, root: Path | None) -> No
     """Trials, states, metrics, decisions and budget spent of RUN (default: the latest run)."""
     from .ledger import Ledger
     from .rundir import all_runs, find_run
-    from .status import run_line, status_document
+    from .views.status import run_line, status_document
 
     if every:
         lines = [run_line(r) for r in all_runs(root)]
@@ -385,7 +385,7 @@ def status(run: str | None, as_json: bool, every: bool, root: Path | None) -> No
         if as_json:
             click.echo(json.dumps(lines, indent=2))
         else:
-            from .views import print_runs
+            from .views.terminal import print_runs
 
             print_runs(lines)
         return
@@ -399,7 +399,7 @@ def status(run: str | None, as_json: bool, every: bool, root: Path | None) -> No
     if as_json:
         click.echo(json.dumps(doc, indent=2))
         return
-    from .views import print_status
+    from .views.terminal import print_status
 
     print_status(doc)
 
@@ -418,7 +418,7 @@ def status(run: str | None, as_json: bool, every: bool, root: Path | None) -> No
 def watch(run: str | None, interval: float, once: bool, root: Path | None) -> None:
     """A live view of RUN (default: the latest): slots, progress, queue, best, budgets, decisions."""
     from .rundir import find_run
-    from .watch import watch as live_view
+    from .views.watch import watch as live_view
 
     with contextlib.suppress(KeyboardInterrupt):  # the view only reads: leaving it leaves the run alone
         live_view(find_run(run, root), interval=interval, once=once)
@@ -431,9 +431,9 @@ def watch(run: str | None, interval: float, once: bool, root: Path | None) -> No
 def show(run: str, trial: str, root: Path | None) -> None:
     """One trial of RUN: hypothesis, decision, diff, job, outcome and log tail."""
     from .outcome import JobState, Outcome
-    from .report import trial_report
     from .rundir import find_run
     from .task import read_spec
+    from .views.report import trial_report
 
     rundir = find_run(run, root)
     record = _trial_of(rundir, trial)
@@ -532,10 +532,10 @@ def _patch(rundir: RunDir, record: Trial) -> str:
 def export(run: str | None, fmt: str, output: Path | None, root: Path | None) -> None:
     """The ledger of RUN (default: the latest) as CSV or JSON lines, one row per trial, for notebooks;
     one `param.<key>` column per searched parameter."""
-    from .exports import export as chunks
-    from .exports import space_keys
     from .ledger import Ledger
     from .rundir import atomic_write_text, find_run
+    from .views.exports import export as chunks
+    from .views.exports import space_keys
 
     rundir = find_run(run, root)
     ledger = Ledger.open(rundir.ledger, readonly=True)
@@ -562,13 +562,13 @@ def sync(run: str | None, entity: str | None, project: str | None, dry_run: bool
     import subprocess
 
     from .rundir import find_run
-    from .wandb_summary import sync_commands
+    from .views.wandb_summary import sync_commands
 
     rundir = find_run(run, root)
     # The summary run is refreshed first, so it shows the trail as it is now; a dry run writes nothing.
     if not dry_run:
         subprocess.run(
-            [sys.executable, "-m", "slurm_autoresearch.wandb_summary", str(rundir.path)], check=False
+            [sys.executable, "-m", "slurm_autoresearch.views.wandb_summary", str(rundir.path)], check=False
         )
     extra = [*(["--entity", entity] if entity else []), *(["--project", project] if project else [])]
     commands = sync_commands(rundir.path, [*extra, *(["--dry-run"] if dry_run else [])])
@@ -592,11 +592,11 @@ def sync(run: str | None, entity: str | None, project: str | None, dry_run: bool
 @root_option
 def report(run: str | None, root: Path | None) -> None:
     """Write report.md, progress.png and report.html for RUN (default: the latest run); print their paths."""
-    from .html_report import write_html_report
     from .ledger import Ledger
-    from .report import write_run_report
     from .rundir import find_run
     from .task import read_spec
+    from .views.html_report import write_html_report
+    from .views.report import write_run_report
 
     rundir = find_run(run, root)
     ledger = Ledger.open(rundir.ledger, readonly=True)
@@ -638,8 +638,8 @@ def clean(run: str | None, yes: bool, dry_run: bool, keep_best: bool, root: Path
     Its ledger, reports and trial logs (diffs included) stay; the trials' commits become
     unreferenced, so `ara rerun` and `ara resume` of the run may fail once git prunes them.
     """
-    from .cleanup import clean as remove
-    from .cleanup import plan, refuse, repo_of
+    from .loop.cleanup import clean as remove
+    from .loop.cleanup import plan, refuse, repo_of
     from .rundir import find_run
 
     rundir = find_run(run, root)
@@ -674,7 +674,7 @@ def stop(run: str | None, cancel: bool, root: Path | None) -> None:
     """Ask RUN's controller to finish: no new trials; running ones finish (or --cancel them)."""
     from .ledger import Ledger
     from .rundir import find_run
-    from .status import run_state
+    from .views.status import run_state
 
     rundir = find_run(run, root)
     ledger = Ledger.open(rundir.ledger, readonly=True)

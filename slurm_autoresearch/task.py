@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from . import sandbox
 from .errors import TaskError
+from .executors import sandbox
 from .spec import TaskSpec, format_validation_error
 from .surface import EditSurface, safe_relpath
 

@@ -180,7 +180,7 @@ def slurm_cluster() -> None:
 @pytest.fixture
 def bwrap_works() -> None:
     """Sandbox tests need a bubblewrap that makes rooms here."""
-    from slurm_autoresearch.sandbox import probe
+    from slurm_autoresearch.executors.sandbox import probe
 
     if probe():
         unavailable(f"no working bubblewrap here: {probe()}")

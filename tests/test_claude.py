@@ -11,9 +11,9 @@ import pytest
 
 from slurm_autoresearch.errors import EditError
 from slurm_autoresearch.hypothesis import Hypothesis
-from slurm_autoresearch.launcher import launch
 from slurm_autoresearch.ledger import Ledger
 from slurm_autoresearch.llm import LLM, scrub
+from slurm_autoresearch.loop.launcher import launch
 from slurm_autoresearch.monitor import Monitor
 from slurm_autoresearch.planners import OfflinePlanner, PlanContext
 from slurm_autoresearch.planners.base import PlannerUnavailable

@@ -13,14 +13,14 @@ import pytest
 
 from slurm_autoresearch.errors import BaselineError
 from slurm_autoresearch.executors import LocalExecutor
-from slurm_autoresearch.launcher import launch
 from slurm_autoresearch.ledger import Ledger
+from slurm_autoresearch.loop.launcher import launch
 from slurm_autoresearch.planners.offline import OfflinePlanner
 from slurm_autoresearch.rundir import RunDir
 from slurm_autoresearch.spec import TaskSpec
-from slurm_autoresearch.status import status_document
 from slurm_autoresearch.task import load_task
 from slurm_autoresearch.trial import Decision, TrialKind
+from slurm_autoresearch.views.status import status_document
 
 from .conftest import commit_all, git, repo_state, write_task
 
@@ -275,7 +275,7 @@ def test_injected_executor_is_used(toy_repo: Path) -> None:
 def test_stop_cancel_during_the_baseline_then_resume_finishes_the_run(toy_repo: Path) -> None:
     """Issue 14: `ara stop --cancel` while the baseline ran, then `ara resume`, failed a healthy
     run ("baseline produced no metric (cancelled)"). The baseline runs again and the run finishes."""
-    from slurm_autoresearch.launcher import open_run
+    from slurm_autoresearch.loop.launcher import open_run
 
     (toy_repo / "config.toml").write_text("x = 0.5\ny = 2.0\nsleep = 1.5\n")
     commit_all(toy_repo, "slow baseline")
@@ -308,7 +308,7 @@ def test_the_controller_never_loads_torch_wandb_or_matplotlib(toy_repo: Path) ->
     path = write_task(toy_repo, '[[ideas]]\ntitle = "x to 2"\nconfig = { x = 2.0 }\n', trials=3)
     script = (
         "import sys\n"
-        "from slurm_autoresearch.launcher import launch\n"
+        "from slurm_autoresearch.loop.launcher import launch\n"
         "from slurm_autoresearch.task import load_task\n"
         f"launch(load_task({str(path)!r}), echo=lambda _: None).run()\n"
         "print(sorted(m for m in ('torch', 'wandb', 'matplotlib', 'anthropic') if m in sys.modules))\n"

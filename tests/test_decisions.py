@@ -16,16 +16,16 @@ from slurm_autoresearch import fidelity
 from slurm_autoresearch.decide import judge, net_lines
 from slurm_autoresearch.errors import BaselineError
 from slurm_autoresearch.evidence import noise, t_quantile
+from slurm_autoresearch.executors.sandbox import probe
 from slurm_autoresearch.hypothesis import Hypothesis
-from slurm_autoresearch.launcher import launch
 from slurm_autoresearch.ledger import Ledger
+from slurm_autoresearch.loop.launcher import launch
 from slurm_autoresearch.planners.base import history
 from slurm_autoresearch.rundir import RunDir
-from slurm_autoresearch.sandbox import probe
 from slurm_autoresearch.spec import TaskSpec
-from slurm_autoresearch.status import status_document
 from slurm_autoresearch.task import load_task, read_spec
 from slurm_autoresearch.trial import Decision, Trial, TrialKind, TrialState
+from slurm_autoresearch.views.status import status_document
 
 from .conftest import TASK, commit_all, write_task
 

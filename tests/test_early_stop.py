@@ -9,8 +9,8 @@ import pytest
 
 from slurm_autoresearch.curve import Curves, at, load, parse_points, progress_pattern
 from slurm_autoresearch.errors import TaskError
-from slurm_autoresearch.launcher import launch
 from slurm_autoresearch.ledger import Ledger
+from slurm_autoresearch.loop.launcher import launch
 from slurm_autoresearch.task import load_task
 from slurm_autoresearch.trial import Decision
 

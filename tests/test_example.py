@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from slurm_autoresearch.launcher import launch
 from slurm_autoresearch.ledger import Ledger
+from slurm_autoresearch.loop.launcher import launch
 from slurm_autoresearch.task import load_task
 from slurm_autoresearch.trial import Decision
 

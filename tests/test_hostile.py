@@ -489,8 +489,8 @@ def test_sandbox_and_secret_settings_are_checked(toy_repo: Path, extra: str, exp
 def test_a_node_without_a_sandbox_turns_the_whole_run_unprotected(toy_repo: Path, tmp_path: Path) -> None:
     """`auto` probes on the node that runs the job: where the login node had bubblewrap and the
     job's node has none, the trial runs, and the run says from then on that it is not protected."""
-    from slurm_autoresearch.launcher import launch
     from slurm_autoresearch.ledger import Ledger
+    from slurm_autoresearch.loop.launcher import launch
     from slurm_autoresearch.task import load_task
     from tests.conftest import write_task
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from slurm_autoresearch.hypothesis import Hypothesis
-from slurm_autoresearch.launcher import launch
 from slurm_autoresearch.ledger import Ledger
+from slurm_autoresearch.loop.launcher import launch
 from slurm_autoresearch.planners.base import PlanContext
 from slurm_autoresearch.planners.claude import parse_hypothesis
 from slurm_autoresearch.task import load_task

@@ -202,7 +202,7 @@ def test_a_controller_whose_lock_was_taken_stops_without_touching_the_run(toy_re
     import socket
 
     from slurm_autoresearch.errors import LockLostError
-    from slurm_autoresearch.launcher import launch
+    from slurm_autoresearch.loop.launcher import launch
     from slurm_autoresearch.task import load_task
 
     from .conftest import write_task

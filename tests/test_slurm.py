@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 
 from slurm_autoresearch.executors import SlurmExecutor
-from slurm_autoresearch.launcher import launch
 from slurm_autoresearch.ledger import Ledger
+from slurm_autoresearch.loop.launcher import launch
 from slurm_autoresearch.outcome import JobState
-from slurm_autoresearch.status import status_document
 from slurm_autoresearch.task import load_task
 from slurm_autoresearch.trial import Decision
+from slurm_autoresearch.views.status import status_document
 
 from .conftest import commit_all, write_task
 from .test_executor_contract import _drain, _outcome, _spec, slurm_params

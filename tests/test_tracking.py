@@ -13,11 +13,7 @@ import pytest
 
 from slurm_autoresearch.executors.base import JobSpec
 from slurm_autoresearch.executors.runner import trial_env
-from slurm_autoresearch.launcher import launch
-from slurm_autoresearch.ledger import Ledger
-from slurm_autoresearch.spec import TrackingSection
-from slurm_autoresearch.task import load_task
-from slurm_autoresearch.tracking import (
+from slurm_autoresearch.executors.tracking import (
     offline_runs,
     read_records,
     run_record,
@@ -25,8 +21,12 @@ from slurm_autoresearch.tracking import (
     wandb_env,
     wandb_run_id,
 )
+from slurm_autoresearch.ledger import Ledger
+from slurm_autoresearch.loop.launcher import launch
+from slurm_autoresearch.spec import TrackingSection
+from slurm_autoresearch.task import load_task
 from slurm_autoresearch.trial import Decision
-from slurm_autoresearch.wandb_summary import spawn_summary, sync_commands
+from slurm_autoresearch.views.wandb_summary import spawn_summary, sync_commands
 
 from .conftest import TRAIN, commit_all, write_task
 
@@ -157,7 +157,7 @@ def test_offline_trial_runs_and_the_summary_run(toy_repo: Path) -> None:
     (first,) = offline_runs(summary_dir(rundir.path))  # written at the run's end: no report or sync
     assert run_record(first).job_type == "summary"
     done = subprocess.run(
-        [sys.executable, "-m", "slurm_autoresearch.wandb_summary", str(rundir.path)],
+        [sys.executable, "-m", "slurm_autoresearch.views.wandb_summary", str(rundir.path)],
         capture_output=True,
         text=True,
         timeout=180,

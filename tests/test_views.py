@@ -15,9 +15,9 @@ from rich.console import Console
 
 from benchmarks.big_ledger import build
 from slurm_autoresearch.ledger import Ledger
-from slurm_autoresearch.status import status_document
-from slurm_autoresearch.views import print_status
-from slurm_autoresearch.watch import last_step, render, snapshot
+from slurm_autoresearch.views.status import status_document
+from slurm_autoresearch.views.terminal import print_status
+from slurm_autoresearch.views.watch import last_step, render, snapshot
 
 from .conftest import write_task
 from .ledgers import synthetic_run

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from ..outcome import Outcome
-from ..tracking import WandbMode
+from .tracking import WandbMode
 
 JOB_FILE = "job.json"
 

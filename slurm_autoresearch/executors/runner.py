@@ -26,11 +26,11 @@ from ..jobenv import job_environ
 from ..monitor import diagnose, tail
 from ..outcome import JobState, Outcome
 from ..rundir import write_json
-from ..sandbox import PROTECTED, SCRATCH_CACHES, Room, clean_python_env, descendants, resolve
 from ..spec import pattern_group
 from ..surface import frozen_changes, sha256_file
-from ..tracking import wandb_env
 from .base import JOB_FILE, JobSpec
+from .sandbox import PROTECTED, SCRATCH_CACHES, Room, clean_python_env, descendants, resolve
+from .tracking import wandb_env
 
 LOG_FILE = "train.log"
 OUTCOME_FILE = "outcome.json"

@@ -213,7 +213,7 @@ def run_probe(directory: Path, setup: Setup, *, echo: Any = None) -> Findings:
     """Short runs of the command (and its evaluation) through the trial runner, each in a fresh
     scratch copy of `directory`: seed 0; seed 0 again, outside any sandbox, with reads traced by
     access time; seed 1; then up to three longer runs for the time a step takes."""
-    from ..sandbox import resolve
+    from ..executors.sandbox import resolve
 
     directory = directory.resolve()
     say = echo or (lambda _line: None)

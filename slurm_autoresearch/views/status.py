@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from . import budget, evidence, fidelity
-from .errors import TaskError
-from .evidence import Rule
-from .ledger import Ledger
-from .rundir import RunDir
-from .trial import Trial, TrialKind, TrialState
+from .. import budget, evidence, fidelity
+from ..errors import TaskError
+from ..evidence import Rule
+from ..ledger import Ledger
+from ..rundir import RunDir
+from ..trial import Trial, TrialKind, TrialState
 
 SCHEMA = 1
 
@@ -66,7 +66,7 @@ def rule_of(rundir: RunDir, meta: dict[str, Any]) -> Rule | None:
     from the task copy; None when neither can be read."""
     if meta.get("rule"):
         return Rule(**meta["rule"])
-    from .task import read_spec  # pydantic: only for old runs
+    from ..task import read_spec  # pydantic: only for old runs
 
     try:
         return Rule.of(read_spec(rundir.task_copy))

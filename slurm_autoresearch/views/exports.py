@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .ledger import Ledger
+from ..ledger import Ledger
 from .status import trial_fields
 
 FORMATS = ("csv", "jsonl")

@@ -10,10 +10,10 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from . import sandbox
-from .budget import trials_line
-from .evidence import describe
-from .safetext import map_text, one_line
+from ..budget import trials_line
+from ..evidence import describe
+from ..executors import sandbox
+from ..safetext import map_text, one_line
 
 _STYLE = {"keep": "bold green", "discard": "dim", "crash": "red", "rejected": "yellow"}
 _CAPS = {"parent": 13, "state": 18, "job": 12}  # widest a column gets; longer cells end in "…"

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import git
 
-from .jobenv import git_environ
-from .ledger import Ledger
-from .rundir import RunDir
-from .status import run_state
+from ..jobenv import git_environ
+from ..ledger import Ledger
+from ..rundir import RunDir
+from ..views.status import run_state
 
 ENDED = ("finished", "stopped", "failed")  # states a run may be cleaned in
 

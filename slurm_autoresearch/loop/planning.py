@@ -11,10 +11,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from .hypothesis import Hypothesis
-from .planners import PlanContext
-from .planners.base import PlannerUnavailable, history
-from .trial import Trial, TrialKind
+from ..hypothesis import Hypothesis
+from ..planners import PlanContext
+from ..planners.base import PlannerUnavailable, history
+from ..trial import Trial, TrialKind
 
 if TYPE_CHECKING:
     from .controller import Controller

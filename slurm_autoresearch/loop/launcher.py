@@ -15,24 +15,24 @@ from pathlib import Path
 
 import tomli_w
 
+from ..errors import UsageError
+from ..evidence import Rule
+from ..executors import Executor, LocalExecutor
+from ..executors.sandbox import resolve
+from ..executors.slurm import SlurmExecutor, slurm_parameters
+from ..jobenv import hide_own_environ
+from ..ledger import Ledger
+from ..llm import LLM
+from ..monitor import Monitor
+from ..planners import OfflinePlanner, Planner
+from ..playbook import Playbook
+from ..rundir import RunDir, atomic_write_text, new_run_id
+from ..spec import TaskSpec
+from ..surface import EditSurface
+from ..task import Task, detect_gpus, has_api_key, read_spec
+from ..workspace import Workspace
 from .controller import Controller, Echo
-from .errors import UsageError
-from .evidence import Rule
-from .executors import Executor, LocalExecutor
-from .executors.slurm import SlurmExecutor, slurm_parameters
-from .jobenv import hide_own_environ
-from .ledger import Ledger
-from .llm import LLM
-from .monitor import Monitor
-from .planners import OfflinePlanner, Planner
-from .playbook import Playbook
-from .rundir import RunDir, atomic_write_text, new_run_id
-from .sandbox import resolve
-from .spec import TaskSpec
 from .summarizer import ClaudeSummarizer, RuleSummarizer, Summarizer
-from .surface import EditSurface
-from .task import Task, detect_gpus, has_api_key, read_spec
-from .workspace import Workspace
 
 
 def make_executor(task: Task, rundir: RunDir) -> Executor:
@@ -58,7 +58,7 @@ def make_executor(task: Task, rundir: RunDir) -> Executor:
 
 def make_models(task: Task, llm: LLM | None) -> tuple[Planner, Summarizer, LLM | None]:
     """Planner and summarizer as resolved by the task; the Claude ones share one client."""
-    from .planners.claude import ClaudePlanner
+    from ..planners.claude import ClaudePlanner
 
     spec = task.spec
     if llm is None and "anthropic" in (task.planner, task.summarizer):

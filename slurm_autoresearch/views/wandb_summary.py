@@ -10,11 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .evidence import running_best
-from .ledger import Ledger
-from .rundir import RunDir
-from .tracking import offline_runs, summary_dir, wandb_run_id
-from .trial import Decision, Trial
+from ..evidence import running_best
+from ..executors.tracking import offline_runs, summary_dir, wandb_run_id
+from ..ledger import Ledger
+from ..rundir import RunDir
+from ..trial import Decision, Trial
 
 LOG_NAME = "wandb-summary.log"
 COLUMNS = [
@@ -48,8 +48,8 @@ _RUN_VARS = (
 
 def _settings(rundir: RunDir, meta: dict[str, Any]) -> tuple[str, str, int]:
     """Project, tracking mode and default step budget, from the run's frozen task copy."""
-    from .errors import AraError
-    from .task import read_spec
+    from ..errors import AraError
+    from ..task import read_spec
 
     try:
         spec = read_spec(rundir.task_copy)
@@ -170,7 +170,7 @@ def spawn_summary(run_dir: Path) -> subprocess.Popen[bytes]:
     log = (run_dir / LOG_NAME).open("ab")
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "slurm_autoresearch.wandb_summary", str(run_dir)],
+            [sys.executable, "-m", "slurm_autoresearch.views.wandb_summary", str(run_dir)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -196,7 +196,7 @@ def sync_commands(run_dir: Path, extra: Sequence[str] = ()) -> list[list[str]]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m slurm_autoresearch.wandb_summary RUN_DIR", file=sys.stderr)
+        print("usage: python -m slurm_autoresearch.views.wandb_summary RUN_DIR", file=sys.stderr)
         return 2
     run_dir = Path(args[0]).resolve()
     if not (run_dir / "ledger.sqlite").is_file():

@@ -8,20 +8,20 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import budget, evidence, fidelity
-from .executors.runner import LOG_FILE
+from .. import budget, evidence, fidelity
+from ..executors.runner import LOG_FILE
+from ..executors.sandbox import describe
+from ..monitor import tail
+from ..outcome import Outcome
+from ..rundir import RunDir, atomic_write_text
+from ..safetext import markdown, one_line, visible
+from ..trial import Decision, Trial
 from .lineage import Kept, kept_changes
-from .monitor import tail
-from .outcome import Outcome
 from .plot import progress_plot
-from .rundir import RunDir, atomic_write_text
-from .safetext import markdown, one_line, visible
-from .sandbox import describe
-from .trial import Decision, Trial
 
 if TYPE_CHECKING:
-    from .ledger import Ledger
-    from .spec import TaskSpec
+    from ..ledger import Ledger
+    from ..spec import TaskSpec
 
 _FENCE = "````"  # four backticks: diffs and logs may contain triple ones
 
@@ -228,7 +228,7 @@ def plot_apart(run_dir: Path, timeout_s: float = 300.0) -> str:
     Returns "" or why the figure was not drawn."""
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "slurm_autoresearch.report", str(run_dir)],
+            [sys.executable, "-m", "slurm_autoresearch.views.report", str(run_dir)],
             capture_output=True,
             text=True,
             timeout=timeout_s,
@@ -239,8 +239,8 @@ def plot_apart(run_dir: Path, timeout_s: float = 300.0) -> str:
 
 
 def _plot_main(run_dir: Path) -> None:
-    from .ledger import Ledger
-    from .task import read_spec
+    from ..ledger import Ledger
+    from ..task import read_spec
 
     rundir = RunDir(run_dir)
     spec = read_spec(rundir.task_copy)

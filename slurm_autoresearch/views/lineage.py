@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .trial import Decision, Trial, TrialKind
+from ..trial import Decision, Trial, TrialKind
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import budget
-from .evidence import running_best
-from .trial import Decision, Trial, TrialKind
+from .. import budget
+from ..evidence import running_best
+from ..trial import Decision, Trial, TrialKind
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

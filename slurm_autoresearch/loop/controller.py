@@ -12,31 +12,32 @@ from pathlib import Path
 
 import git
 
-from . import budget, report
-from .curve import Curves
-from .curve import load as load_curve
-from .curve import save as save_curve
-from .errors import BaselineError, EditError, LockLostError
-from .executors import Executor, JobSpec
-from .executors.base import JOB_FILE
-from .executors.runner import LOG_FILE
-from .html_report import write_html_report
-from .hypothesis import Edit
-from .ledger import Ledger
-from .llm import LLM, Call
-from .monitor import Monitor
-from .outcome import Outcome
-from .planners import Planner
+from .. import budget
+from ..curve import Curves
+from ..curve import load as load_curve
+from ..curve import save as save_curve
+from ..errors import BaselineError, EditError, LockLostError
+from ..executors import Executor, JobSpec
+from ..executors.base import JOB_FILE
+from ..executors.runner import LOG_FILE
+from ..hypothesis import Edit
+from ..ledger import Ledger
+from ..llm import LLM, Call
+from ..monitor import Monitor
+from ..outcome import Outcome
+from ..planners import Planner
+from ..playbook import Playbook
+from ..rundir import RunDir, atomic_write_text, write_json
+from ..safetext import error_line
+from ..task import Task
+from ..trial import Decision, Trial, TrialKind, TrialState
+from ..views import report
+from ..views.html_report import write_html_report
+from ..workspace import Materialized, Workspace
 from .planning import Planning
-from .playbook import Playbook
 from .recovery import recover
 from .referee import Referee
-from .rundir import RunDir, atomic_write_text, write_json
-from .safetext import error_line
 from .summarizer import RuleSummarizer, Summarizer
-from .task import Task
-from .trial import Decision, Trial, TrialKind, TrialState
-from .workspace import Materialized, Workspace
 
 ENDING_CHECK_S = 0.25  # between polls, how often a nap looks whether a job has ended
 HTML_EVERY_S = (10.0, 30.0)  # report.html is rewritten at most this often (slow ones: the longer)
@@ -625,7 +626,7 @@ class Controller:
         """The run's W&B summary run, written by its own process: wandb never loads in here. Every
         run gets one, whether or not its trials call wandb.init(): the trial table, metrics and
         decisions are ara's own to report."""
-        from .wandb_summary import spawn_summary
+        from ..views.wandb_summary import spawn_summary
 
         if self.spec.tracking.wandb == "off":
             return

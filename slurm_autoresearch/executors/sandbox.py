@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .executors.base import JobSpec
+    from .base import JobSpec
 
 # Paths where credentials usually live; masked in every room when they exist (files read as
 # empty, directories as empty). The munge socket is there so trial code cannot submit or cancel

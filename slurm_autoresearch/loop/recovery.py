@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import report
-from .executors.base import JobSpec
-from .outcome import JobState, Outcome
-from .trial import Decision, TrialState
+from ..executors.base import JobSpec
+from ..outcome import JobState, Outcome
+from ..trial import Decision, TrialState
+from ..views import report
 
 if TYPE_CHECKING:
     from .controller import Controller

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
-from .decide import Verdict
-from .llm import LLM, LLMUnavailable, scrub
-from .outcome import Outcome
-from .spec import TaskSpec
-from .trial import Decision, Trial
+from ..decide import Verdict
+from ..llm import LLM, LLMUnavailable, scrub
+from ..outcome import Outcome
+from ..spec import TaskSpec
+from ..trial import Decision, Trial
 
 
 class Health(StrEnum):

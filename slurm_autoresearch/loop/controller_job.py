@@ -11,10 +11,10 @@ import shlex
 import subprocess
 import sys
 
-from .errors import AraError
-from .executors.sacct import time_minutes
-from .rundir import RunDir
-from .spec import TaskSpec
+from ..errors import AraError
+from ..executors.sacct import time_minutes
+from ..rundir import RunDir
+from ..spec import TaskSpec
 
 
 def job_script(rundir: RunDir, spec: TaskSpec, python: str = sys.executable) -> str:

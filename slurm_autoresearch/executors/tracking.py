@@ -8,7 +8,7 @@ import struct
 from pathlib import Path
 from typing import Any, Literal
 
-from . import safetext
+from .. import safetext
 
 WandbMode = Literal["offline", "online", "off"]
 OFFLINE_GLOB = "wandb/offline-run-*"

@@ -13,14 +13,14 @@ import statistics
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
-from . import fidelity
-from .decide import Verdict, failed, judge, learning
-from .evidence import noise, steps_of, values
-from .executors.base import JobSpec
-from .hypothesis import Hypothesis
-from .outcome import JobState, Outcome
-from .sandbox import UNPROTECTED
-from .trial import Decision, Trial, TrialKind, TrialState
+from .. import fidelity
+from ..decide import Verdict, failed, judge, learning
+from ..evidence import noise, steps_of, values
+from ..executors.base import JobSpec
+from ..executors.sandbox import UNPROTECTED
+from ..hypothesis import Hypothesis
+from ..outcome import JobState, Outcome
+from ..trial import Decision, Trial, TrialKind, TrialState
 
 if TYPE_CHECKING:
     from .controller import Controller

@@ -10,15 +10,16 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import budget, evidence, fidelity, sandbox
-from .evidence import Rule, running_best
+from .. import budget, evidence, fidelity
+from ..evidence import Rule, running_best
+from ..executors import sandbox
+from ..rundir import RunDir, atomic_write_text
+from ..trial import Decision, Trial, trial_id
 from .lineage import kept_changes
-from .rundir import RunDir, atomic_write_text
-from .trial import Decision, Trial, trial_id
 
 if TYPE_CHECKING:
-    from .ledger import Ledger
-    from .spec import TaskSpec
+    from ..ledger import Ledger
+    from ..spec import TaskSpec
 
 DIFF_TRIALS = 500  # diffs embedded for the latest trials (and every kept one): the page stays small
 DIFF_BYTES = 20_000  # per trial; the full diff stays in trials/<id>/patch.diff

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from . import probe
-from .errors import UsageError
+from .. import probe
+from ..errors import UsageError
 
 DEFAULT_METRIC = "val_loss"
 PROBE_STEPS = 10
@@ -156,7 +156,7 @@ def _static_freeze(directory: Path, script: str) -> list[str]:
 def render(
     task_plan: Plan, *, name: str, metric: str | None, goal: str | None, findings: probe.Findings | None
 ) -> str:
-    from .spec import NoiseSection
+    from ..spec import NoiseSection
 
     here, script, f = task_plan.directory, task_plan.script, findings
     probed = f is not None
@@ -370,7 +370,7 @@ def _values(path: Path) -> dict[str, str]:
     """Dotted key -> its value in a TOML config, as written in TOML."""
     import tomllib
 
-    from .config_file import toml_literal
+    from ..config_file import toml_literal
 
     try:
         data = tomllib.loads(probe.read_head(path))
