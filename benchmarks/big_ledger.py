@@ -99,9 +99,9 @@ def build(root: Path, trials: int, seed: int = 0, running: int = 4) -> RunDir:
                 steps=100,
             )
             if i > trials - running:
-                ledger.update(
-                    t, now, state=TrialState.RUNNING, job_id=f"{1000 + i}_0", started_at=time.time() - 30
-                )
+                # Rows written as they stand (no steps, no events): the product writes through Trials.
+                live = dict(state=TrialState.RUNNING, job_id=f"{1000 + i}_0", started_at=time.time() - 30)
+                ledger._write(t, now, "", None, live)
                 continue
             metric = rng.gauss(best - 0.01, 0.01) if rng.random() > 0.05 else None
             if metric is None:
@@ -112,10 +112,7 @@ def build(root: Path, trials: int, seed: int = 0, running: int = 4) -> RunDir:
                 decision, best, best_id = Decision.KEEP, metric, t.id
             else:
                 decision = Decision.DISCARD
-            ledger.update(
-                t,
-                now + i * 60 + 50,
-                event="decided",
+            decided = dict(
                 state=TrialState.DONE,
                 decision=decision,
                 metric=metric,
@@ -130,6 +127,7 @@ def build(root: Path, trials: int, seed: int = 0, running: int = 4) -> RunDir:
                 llm_usd=0.01,
                 llm_tokens=2000,
             )
+            ledger._write(t, now + i * 60 + 50, "decided", None, decided)
     ledger.close()
     for i in range(trials - running + 1, trials + 1):
         log = rundir.trial_dir(f"T{i:04d}") / "train.log"

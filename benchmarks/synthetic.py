@@ -195,7 +195,7 @@ def _rss_mb() -> float:
 
 def drive(task_path: Path, out: Path, delay: float) -> None:
     from slurm_autoresearch.loop.launcher import launch, make_models
-    from slurm_autoresearch.task import load_task
+    from slurm_autoresearch.loop.preflight import load_task
 
     started = time.time()
     task = load_task(task_path)

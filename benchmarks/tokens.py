@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.synthetic import commit_repo  # noqa: E402
 from slurm_autoresearch.ledger import Ledger  # noqa: E402
 from slurm_autoresearch.loop.launcher import launch  # noqa: E402
-from slurm_autoresearch.task import load_task  # noqa: E402
+from slurm_autoresearch.loop.preflight import load_task  # noqa: E402
 from slurm_autoresearch.trial import Decision, Trial  # noqa: E402
 
 KEYS = 40  # enough knobs for fresh ideas through 200 trials

@@ -23,10 +23,10 @@ from slurm_autoresearch.hypothesis import Hypothesis
 from slurm_autoresearch.ledger import Ledger
 from slurm_autoresearch.llm import LLM
 from slurm_autoresearch.loop.launcher import launch
+from slurm_autoresearch.loop.preflight import load_task
 from slurm_autoresearch.planners import OfflinePlanner, PlanContext
 from slurm_autoresearch.planners.claude import ClaudePlanner
 from slurm_autoresearch.playbook import generic_playbook
-from slurm_autoresearch.task import load_task
 from slurm_autoresearch.trial import Decision, Trial, TrialState
 
 ROOT = Path(__file__).resolve().parents[1]

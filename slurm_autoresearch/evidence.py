@@ -32,9 +32,13 @@ def counts(trial: Trial) -> bool:
 def values(trials: Iterable[Trial], commit: str | None, steps: int, default_steps: int) -> list[float]:
     """Every finished metric of this commit at this step budget (its seeds, confirmations, reruns)."""
     return [
-        t.metric  # type: ignore[misc]
+        t.metric
         for t in trials
-        if commit and t.commit == commit and steps_of(t, default_steps) == steps and counts(t)
+        if t.metric is not None  # as counts() has it; said again for the type checker
+        and commit
+        and t.commit == commit
+        and steps_of(t, default_steps) == steps
+        and counts(t)
     ]
 
 
@@ -59,8 +63,8 @@ class Noise:
 def noise(trials: Iterable[Trial], steps: int, default_steps: int) -> Noise:
     groups: dict[str, list[float]] = defaultdict(list)
     for t in trials:
-        if t.commit and steps_of(t, default_steps) == steps and counts(t):
-            groups[t.commit].append(t.metric)  # type: ignore[arg-type]
+        if t.metric is not None and t.commit and steps_of(t, default_steps) == steps and counts(t):
+            groups[t.commit].append(t.metric)
     repeated = [g for g in groups.values() if len(g) >= 2]
     dof = sum(len(g) - 1 for g in repeated)
     if not dof:
@@ -205,7 +209,8 @@ def overview(trials: list[Trial], rule: Rule, incumbent: Trial | None) -> dict[s
     margin: float | None = rule.min_delta
     noise_rule = rule.noise and not spread.unmeasurable and spread.sigma is not None
     if noise_rule and runs:
-        se = spread.sigma * math.sqrt(1 + 1 / len(runs))  # type: ignore[operator]
+        assert spread.sigma is not None  # noise_rule
+        se = spread.sigma * math.sqrt(1 + 1 / len(runs))
         margin = max(rule.min_delta, t_quantile(1 - rule.level, spread.dof) * se)
     elif noise_rule:
         margin = None

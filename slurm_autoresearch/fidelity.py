@@ -24,7 +24,12 @@ def choose(members: list[Trial], incumbent_screen: list[float], spec: TaskSpec) 
     those beating the incumbent's screen score (all of the best when the incumbent has none)."""
     goal = spec.metric.goal
     measured = [t for t in members if t.metric is not None]
-    ranked = sorted(measured, key=lambda t: t.metric if goal == "min" else -t.metric)  # type: ignore[operator]
+
+    def best_first(trial: Trial) -> float:
+        assert trial.metric is not None  # measured only
+        return trial.metric if goal == "min" else -trial.metric
+
+    ranked = sorted(measured, key=best_first)
     bar = statistics.fmean(incumbent_screen) if incumbent_screen else None
     promoted: list[Trial] = []
     reasons: dict[str, str] = {}

@@ -1,4 +1,9 @@
-"""The ledger: SQLite in the run directory, schema by a plain list of migrations, one writer."""
+"""The ledger: SQLite in the run directory, schema by a plain list of migrations, one writer.
+
+Over 400 lines: every SQL statement of ara lives here and nowhere else, by design, as named
+questions (`runs_of`, `decided_ideas`, `spending`...) that readers of 10,000 trials can afford.
+Trial rows are written only by `trials.Trials`, through the private `_write`.
+"""
 
 from __future__ import annotations
 
@@ -224,9 +229,14 @@ class Ledger:
             self._event(now, trial.id, "planned", f"{kind}: {trial.title}" if of else trial.title)
         return trial
 
-    def update(self, trial: Trial, now: float, event: str = "", **fields: Any) -> Trial:
-        """Set fields on the trial and in the ledger in one transaction."""
+    def _write(
+        self, trial: Trial, now: float, event: str, detail: str | None, fields: dict[str, Any]
+    ) -> Trial:
+        """Set fields on the trial and its row, with the step's event, in one transaction. Private:
+        `trials.Trials` is its one caller, which checks that the step is legal first."""
         for key, value in fields.items():
+            if key not in Trial.__dataclass_fields__:
+                raise AttributeError(f"{trial.id}: a trial has no field {key!r}")
             setattr(trial, key, value)
         columns = [_COLUMNS.get(k, k) for k in fields]
         values = [_to_db(v) for v in fields.values()]
@@ -235,9 +245,15 @@ class Ledger:
                 f"UPDATE trials SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ?",
                 (*values, trial.id),
             )
-            if event:
-                self._event(now, trial.id, event, str(fields.get("reason", fields.get("state", ""))))
+            if event:  # always, but for fixtures that write a finished history
+                detail = str(fields.get("reason", fields.get("state", ""))) if detail is None else detail
+                self._event(now, trial.id, event, detail)
         return trial
+
+    def state_of(self, tid: str) -> TrialState | None:
+        """The trial's state as recorded (a Trial in memory may be an older copy)."""
+        row = self.conn.execute("SELECT state FROM trials WHERE id = ?", (tid,)).fetchone()
+        return _STATES[row[0]] if row else None
 
     def event(self, now: float, kind: str, detail: str = "", trial: str | None = None) -> None:
         with self._tx():
@@ -303,9 +319,9 @@ class Ledger:
     def trials(self, *, light: bool = False) -> list[Trial]:
         """Every trial in order. light: for readers that show rows (status, watch, exports) the
         hypothesis is its title only and the other metrics are not parsed."""
-        return self.select("1", light=light)
+        return self._select("1", light=light)
 
-    def select(self, where: str, params: tuple[Any, ...] = (), *, light: bool = True) -> list[Trial]:
+    def _select(self, where: str, params: tuple[Any, ...] = (), *, light: bool = True) -> list[Trial]:
         """Trials matching an SQL condition, in order: readers of big ledgers take what they show."""
         cur = self.conn.cursor()
         cur.row_factory = None  # plain tuples zipped with the column names: faster than Row
@@ -382,21 +398,62 @@ class Ledger:
         commit run more than once (the pooled noise). Not the whole ledger on every decision."""
         wanted = [c for c in commits if c]
         marks = ", ".join("?" for _ in wanted) or "NULL"
-        return self.select(
+        return self._select(
             f"metric IS NOT NULL AND (commit_sha IN ({marks}) OR commit_sha IN (SELECT commit_sha FROM "
             "trials WHERE metric IS NOT NULL GROUP BY commit_sha HAVING COUNT(*) >= 2))",
             tuple(wanted),
         )
 
-    def ids(self, where: str, params: tuple[Any, ...] = ()) -> list[str]:
-        return [r[0] for r in self.conn.execute(f"SELECT id FROM trials WHERE {where} ORDER BY seq", params)]
+    # -- named questions: the SQL of the run lives in this module alone -------------------------
+    def in_state(self, state: TrialState, *, light: bool = True) -> list[Trial]:
+        return self._select("state = ?", (str(state),), light=light)
 
-    def scalar(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+    def live_count(self) -> int:
+        """Trials with a job submitted, queued or running."""
+        live = tuple(str(s) for s in TrialState if s.is_live())
+        return int(self._value(f"SELECT COUNT(*) FROM trials WHERE state IN {live}"))
+
+    def runs_of(self, commit: str | None, *, measured: bool = False) -> list[Trial]:
+        """Every trial of a commit (re-runs included), or only those with a metric."""
+        return self._select("commit_sha = ?" + (" AND metric IS NOT NULL" if measured else ""), (commit,))
+
+    def of_kind(self, kind: TrialKind) -> list[Trial]:
+        return self._select("kind = ?", (str(kind),), light=False)
+
+    def count_kind(self, kind: TrialKind) -> int:
+        return int(self._value("SELECT COUNT(*) FROM trials WHERE kind = ?", (str(kind),)))
+
+    def decided_ideas(self) -> set[str]:
+        """Ids of decided baselines, hypotheses and combinations: what a planner may have seen."""
+        kinds = tuple(k.value for k in TrialKind if k.is_hypothesis())
+        rows = self.conn.execute(f"SELECT id FROM trials WHERE decision IS NOT NULL AND kind IN {kinds}")
+        return {r[0] for r in rows}
+
+    def last_round(self) -> int:
+        return int(self._value("SELECT COALESCE(MAX(round), 0) FROM trials"))
+
+    def first(self) -> Trial | None:
+        found = self._select("seq = 1")
+        return found[0] if found else None
+
+    def undecided_or_after(self, seq: int) -> list[Trial]:
+        """What a one-screen view shows of a big ledger: every undecided trial and the latest ones."""
+        return self._select("state != 'done' OR seq > ?", (seq,))
+
+    def kept_or_after(self, seq: int) -> list[Trial]:
+        """Trials whose diffs a report shows: every keep and the latest ones, parsed in full."""
+        return self._select("seq > ? OR decision = 'keep'", (seq,), light=False)
+
+    def with_job_state(self, *states: str) -> list[Trial]:
+        marks = ", ".join("?" for _ in states)
+        return self._select(f"job_state IN ({marks})", states)
+
+    def _value(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
         return self.conn.execute(sql, params).fetchone()[0]
 
     def repeated(self) -> list[Trial]:
         """Measured trials of commits run more than once: all the noise estimate needs."""
-        return self.select(
+        return self._select(
             "metric IS NOT NULL AND commit_sha IN (SELECT commit_sha FROM trials WHERE metric IS NOT NULL "
             "GROUP BY commit_sha HAVING COUNT(*) >= 2)"
         )
@@ -421,7 +478,7 @@ class Ledger:
     def write_results(self, path: Path, metric_name: str) -> None:
         """autoresearch's results.tsv columns (commit, metric, memory_gb, status, description) plus
         ours, one row per decided trial in the order of decisions."""
-        rows = self.select("decision IS NOT NULL")
+        rows = self._select("decision IS NOT NULL")
         rows.sort(key=lambda t: (t.decided_at or 0.0, t.seq))
         lines = ["\t".join(_results_header(metric_name)), *(_result_row(t) for t in rows)]
         atomic_write_text(path, "\n".join(lines) + "\n")

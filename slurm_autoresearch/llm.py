@@ -139,8 +139,13 @@ class LLM:
         if self.client is None:
             import anthropic
 
+            # By name (None, the client's default, where unset): each has its own type in the client.
             self.client = anthropic.Anthropic(
-                max_retries=self.models.max_retries, timeout=self.models.timeout_s, **self.credentials
+                api_key=self.credentials.get("api_key"),
+                auth_token=self.credentials.get("auth_token"),
+                base_url=self.credentials.get("base_url"),
+                max_retries=self.models.max_retries,
+                timeout=self.models.timeout_s,
             )
         return self.client
 

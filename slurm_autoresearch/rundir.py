@@ -14,6 +14,16 @@ from typing import Any
 
 from .errors import RunLockedError, UsageError
 
+# A trial directory's files: the runner writes them on the job side, the controller and the
+# read side (views, `ara logs`) read them, so their names live here and not in the runner.
+LOG_FILE = "train.log"
+OUTCOME_FILE = "outcome.json"
+METRICS_FILE = "metrics.json"
+HOLDOUT_FILE = "holdout.json"
+EVAL_LOG = "eval.log"  # the evaluation's own output: the only stream its metric block is read from
+EVAL_ROOM = "eval-room"  # the evaluation's scratch: its metrics file, bootstrap and bytecode cache
+COMMAND_OUT = "command-out"  # without an evaluation: where the command writes its metrics file
+
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once: os.umask can only be read by setting it
 
@@ -251,9 +261,9 @@ class RunDir:
     def heartbeat(self) -> bool:
         """Refresh the lock's beat; False when it is no longer this process's (taken over)."""
         holder = self.lock_holder()
-        if not self._is_mine(holder):
+        if holder is None or not self._is_mine(holder):
             return False
-        write_json(self.lock_path, {**holder, "beat": time.time()})  # type: ignore[dict-item]
+        write_json(self.lock_path, {**holder, "beat": time.time()})
         return True
 
     def release(self) -> None:

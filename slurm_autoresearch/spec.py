@@ -1,11 +1,19 @@
-"""TaskSpec: the schema of task.toml (pydantic, strict, unknown keys rejected) and its error messages."""
+"""TaskSpec: the schema of task.toml (pydantic, strict, unknown keys rejected) and its error messages.
+
+Over 400 lines: one small model per task.toml section, each with its defaults and validators, in
+the file's order, so this reads as the reference of task.toml; then the formatting that turns
+pydantic's errors into one line naming the section and key.
+"""
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .metrics import pattern_group
 
 Scalar = str | int | float | bool
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -54,22 +62,6 @@ class MetricSection(_Section):
         return pattern
 
 
-def pattern_group(pattern: str) -> str | int:
-    """The group of a `[metric] pattern` that holds the number; ValueError says what is wrong."""
-    try:
-        compiled = re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
-    if "value" in compiled.groupindex:
-        return "value"
-    if compiled.groups != 1:
-        raise ValueError(
-            f"{pattern!r} has {compiled.groups} groups; it needs one around the number, "
-            "e.g. 'val_acc=([0-9.]+)', or one named value: (?P<value>...)"
-        )
-    return 1
-
-
 class BudgetSection(_Section):
     steps: PositiveInt
     trials: PositiveInt = 20
@@ -103,6 +95,25 @@ class ResourcesSection(_Section):
     gpus: list[Annotated[int, Field(ge=0)]] = []
 
 
+def time_minutes(value: int | str) -> int:
+    """A `--time` value (minutes, or Slurm's `[D-]HH:MM:SS` forms) as whole minutes, rounded up."""
+    if isinstance(value, int):
+        if value <= 0:
+            raise ValueError(f"time must be positive, found {value}")
+        return value
+    text = value.strip()
+    if not re.fullmatch(r"(\d+-)?\d+(:\d{1,2}){0,2}", text):
+        raise ValueError(f"time {value!r} is not minutes or [D-]HH:MM:SS")
+    days, _, clock = text.rpartition("-")
+    parts = [int(p) for p in clock.split(":")]
+    # Slurm reads D-HH[:MM[:SS]] and HH:MM:SS from the hours, MM and MM:SS from the minutes.
+    weights = (3600, 60, 1) if days or len(parts) == 3 else (60, 1)
+    seconds = int(days or 0) * 86400 + sum(p * w for p, w in zip(parts, weights, strict=False))
+    if seconds <= 0:
+        raise ValueError(f"time {value!r} is not positive")
+    return math.ceil(seconds / 60)
+
+
 class SlurmSection(_Section):
     """sbatch options under Slurm's own names (underscores for dashes)."""
 
@@ -128,8 +139,6 @@ class SlurmSection(_Section):
 
     @model_validator(mode="after")
     def _shape(self) -> SlurmSection:
-        from .executors.sacct import time_minutes
-
         if self.time is not None:
             time_minutes(self.time)  # ValueError names the format
         if self.gres is not None and self.gpus_per_node is not None:

@@ -14,11 +14,11 @@ from slurm_autoresearch.hypothesis import Hypothesis
 from slurm_autoresearch.ledger import Ledger
 from slurm_autoresearch.llm import LLM, scrub
 from slurm_autoresearch.loop.launcher import launch
+from slurm_autoresearch.loop.preflight import load_task
 from slurm_autoresearch.monitor import Monitor
 from slurm_autoresearch.planners import OfflinePlanner, PlanContext
 from slurm_autoresearch.planners.base import PlannerUnavailable
 from slurm_autoresearch.planners.claude import ClaudePlanner
-from slurm_autoresearch.task import load_task
 from slurm_autoresearch.trial import Decision, Trial, TrialState
 from slurm_autoresearch.workspace import Workspace
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from slurm_autoresearch.cli import main
-from slurm_autoresearch.task import load_task
+from slurm_autoresearch.loop.preflight import load_task
 
 from .conftest import commit_all, git, invoke, write_task
 

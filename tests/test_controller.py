@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from slurm_autoresearch.errors import BaselineError
-from slurm_autoresearch.executors import LocalExecutor
+from slurm_autoresearch.executors.local import LocalExecutor
 from slurm_autoresearch.ledger import Ledger
 from slurm_autoresearch.loop.launcher import launch
+from slurm_autoresearch.loop.preflight import load_task
 from slurm_autoresearch.planners.offline import OfflinePlanner
 from slurm_autoresearch.rundir import RunDir
 from slurm_autoresearch.spec import TaskSpec
-from slurm_autoresearch.task import load_task
 from slurm_autoresearch.trial import Decision, TrialKind
 from slurm_autoresearch.views.status import status_document
 
@@ -309,7 +309,7 @@ def test_the_controller_never_loads_torch_wandb_or_matplotlib(toy_repo: Path) ->
     script = (
         "import sys\n"
         "from slurm_autoresearch.loop.launcher import launch\n"
-        "from slurm_autoresearch.task import load_task\n"
+        "from slurm_autoresearch.loop.preflight import load_task\n"
         f"launch(load_task({str(path)!r}), echo=lambda _: None).run()\n"
         "print(sorted(m for m in ('torch', 'wandb', 'matplotlib', 'anthropic') if m in sys.modules))\n"
     )

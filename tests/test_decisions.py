@@ -20,10 +20,11 @@ from slurm_autoresearch.executors.sandbox import probe
 from slurm_autoresearch.hypothesis import Hypothesis
 from slurm_autoresearch.ledger import Ledger
 from slurm_autoresearch.loop.launcher import launch
+from slurm_autoresearch.loop.preflight import load_task
 from slurm_autoresearch.planners.base import history
 from slurm_autoresearch.rundir import RunDir
 from slurm_autoresearch.spec import TaskSpec
-from slurm_autoresearch.task import load_task, read_spec
+from slurm_autoresearch.task import read_spec
 from slurm_autoresearch.trial import Decision, Trial, TrialKind, TrialState
 from slurm_autoresearch.views.status import status_document
 
@@ -486,14 +487,16 @@ def test_combinations_git_cannot_merge_do_not_count_toward_crash_limit(tmp_path:
     from slurm_autoresearch.budget import spent
     from slurm_autoresearch.hypothesis import Hypothesis
     from slurm_autoresearch.ledger import Ledger
+    from slurm_autoresearch.trials import Trials
 
     limit = _spec().budget  # crash_limit 5
     ledger = Ledger.open(tmp_path / "ledger.sqlite")
 
     def add(n: int, kind: TrialKind, start: int) -> None:
         for i in range(start, start + n):
-            t = ledger.add_trial(Hypothesis(f"t{i}"), parent="abc", parent_trial=None, now=i, kind=kind)
-            ledger.update(t, i, decision=Decision.REJECTED, decided_at=float(i))
+            steps = Trials(ledger, clock=lambda i=i: float(i))
+            t = steps.planned(Hypothesis(f"t{i}"), parent="abc", parent_trial=None, kind=kind)
+            steps.rejected(t, "merge conflicts" if kind is TrialKind.COMBINE else "edits do not apply")
 
     add(6, TrialKind.COMBINE, 1)
     assert spent(limit, ledger.spending(limit.crash_limit), elapsed_s=0) == ""

@@ -11,7 +11,7 @@ from slurm_autoresearch.curve import Curves, at, load, parse_points, progress_pa
 from slurm_autoresearch.errors import TaskError
 from slurm_autoresearch.ledger import Ledger
 from slurm_autoresearch.loop.launcher import launch
-from slurm_autoresearch.task import load_task
+from slurm_autoresearch.loop.preflight import load_task
 from slurm_autoresearch.trial import Decision
 
 from .conftest import commit_all, write_task

@@ -10,7 +10,7 @@ import pytest
 
 from slurm_autoresearch.ledger import Ledger
 from slurm_autoresearch.loop.launcher import launch
-from slurm_autoresearch.task import load_task
+from slurm_autoresearch.loop.preflight import load_task
 from slurm_autoresearch.trial import Decision
 
 from .conftest import commit_all, git

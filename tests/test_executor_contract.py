@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from slurm_autoresearch.executors import Executor, JobSpec, JobUpdate, LocalExecutor, SlurmExecutor
+from slurm_autoresearch.executors import Executor, JobSpec, JobUpdate
+from slurm_autoresearch.executors.local import LocalExecutor
+from slurm_autoresearch.executors.slurm import SlurmExecutor
 from slurm_autoresearch.outcome import JobState, Outcome
 
 Factory = Callable[[int, int, list[int]], Executor]

@@ -491,7 +491,7 @@ def test_a_node_without_a_sandbox_turns_the_whole_run_unprotected(toy_repo: Path
     job's node has none, the trial runs, and the run says from then on that it is not protected."""
     from slurm_autoresearch.ledger import Ledger
     from slurm_autoresearch.loop.launcher import launch
-    from slurm_autoresearch.task import load_task
+    from slurm_autoresearch.loop.preflight import load_task
     from tests.conftest import write_task
 
     real = shutil.which("bwrap")

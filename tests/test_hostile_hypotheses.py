@@ -12,9 +12,9 @@ import pytest
 from slurm_autoresearch.hypothesis import Hypothesis
 from slurm_autoresearch.ledger import Ledger
 from slurm_autoresearch.loop.launcher import launch
+from slurm_autoresearch.loop.preflight import load_task
 from slurm_autoresearch.planners.base import PlanContext
 from slurm_autoresearch.planners.claude import parse_hypothesis
-from slurm_autoresearch.task import load_task
 from slurm_autoresearch.trial import Decision
 
 from .conftest import commit_all, write_task

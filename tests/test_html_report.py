@@ -14,10 +14,12 @@ from slurm_autoresearch.evidence import running_best
 from slurm_autoresearch.hypothesis import Hypothesis
 from slurm_autoresearch.ledger import Ledger
 from slurm_autoresearch.loop.launcher import launch
+from slurm_autoresearch.loop.preflight import load_task
 from slurm_autoresearch.rundir import RunDir
-from slurm_autoresearch.task import load_task, read_spec
+from slurm_autoresearch.task import read_spec
 from slurm_autoresearch.trial import Decision, Trial, TrialState
-from slurm_autoresearch.views.html_report import progress_svg, render_html, write_html_report
+from slurm_autoresearch.views.chart import progress_svg
+from slurm_autoresearch.views.html_report import render_html, write_html_report
 
 from .conftest import commit_all, unavailable, write_task
 from .ledgers import synthetic_run

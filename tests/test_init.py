@@ -14,8 +14,8 @@ import pytest
 
 from slurm_autoresearch import probe
 from slurm_autoresearch.errors import TaskError
-from slurm_autoresearch.executors.runner import pattern_metric, read_metrics
-from slurm_autoresearch.task import load_task
+from slurm_autoresearch.loop.preflight import load_task
+from slurm_autoresearch.metrics import pattern_metric, read_metrics
 
 from .conftest import commit_all, git, invoke
 

@@ -12,8 +12,10 @@ import pytest
 from slurm_autoresearch.errors import RunLockedError
 from slurm_autoresearch.hypothesis import Edit, Hypothesis
 from slurm_autoresearch.ledger import MIGRATIONS, Ledger
+from slurm_autoresearch.outcome import JobState, Outcome
 from slurm_autoresearch.rundir import RunDir
 from slurm_autoresearch.trial import Decision, TrialState
+from slurm_autoresearch.trials import Trials
 
 
 def test_migrations_and_journal_mode(tmp_path: Path) -> None:
@@ -32,19 +34,16 @@ def test_trials_round_trip_and_results_tsv(tmp_path: Path) -> None:
     t1 = ledger.add_trial(Hypothesis.baseline(), parent="a" * 40, parent_trial=None, now=1.0)
     t2 = ledger.add_trial(h, parent="a" * 40, parent_trial="T0001", now=2.0)
     assert (t1.id, t2.id) == ("T0001", "T0002")
-    ledger.update(
-        t1,
-        3.0,
-        event="decided",
-        state=TrialState.DONE,
-        decision=Decision.KEEP,
-        metric=0.5,
-        commit="a" * 40,
-        elapsed=1.25,
-        memory_gb=0.5,
-        metrics={"score": 0.5},
-    )
-    ledger.update(t2, 4.0, state=TrialState.RUNNING, commit="b" * 40, job_id="pid:1")
+    steps = Trials(ledger, clock=lambda: 3.0)
+    steps.materialized(t1, "a" * 40)
+    steps.submitting(t1)
+    steps.started(t1, "pid:0")
+    done = Outcome(JobState.COMPLETED, metric=0.5, metrics={"score": 0.5}, elapsed=1.25, memory_gb=0.5)
+    steps.measured(t1, done, "score")
+    steps.decided(t1, Decision.KEEP, "first result", evidence=None, learning="", summary="")
+    steps.materialized(t2, "b" * 40)
+    steps.submitting(t2)
+    steps.started(t2, "pid:1")
     back = ledger.trial("t0002")
     assert back is not None and back.hypothesis == h and back.state is TrialState.RUNNING
     assert ledger.trial("T0001").metrics == {"score": 0.5}  # type: ignore[union-attr]
@@ -80,7 +79,8 @@ def test_trials_round_trip_and_results_tsv(tmp_path: Path) -> None:
     ]
     assert len(rows) == 2  # undecided trials are not results yet
     kinds = [e["kind"] for e in ledger.events()]
-    assert kinds == ["planned", "planned", "decided"]
+    steps = ["materialized", "submitting", "started", "measured"]
+    assert kinds == ["planned", "planned", *steps, "decided", *steps[:-1]]
     ledger.close()
 
 
@@ -203,7 +203,7 @@ def test_a_controller_whose_lock_was_taken_stops_without_touching_the_run(toy_re
 
     from slurm_autoresearch.errors import LockLostError
     from slurm_autoresearch.loop.launcher import launch
-    from slurm_autoresearch.task import load_task
+    from slurm_autoresearch.loop.preflight import load_task
 
     from .conftest import write_task
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from slurm_autoresearch.config_file import set_value
 from slurm_autoresearch.hypothesis import Hypothesis
+from slurm_autoresearch.loop.preflight import load_task
 from slurm_autoresearch.planners import OfflinePlanner, PlanContext
-from slurm_autoresearch.task import load_task
 from slurm_autoresearch.trial import Decision, Trial, TrialState
 
 from .conftest import write_task
@@ -112,6 +112,26 @@ def test_integer_and_categorical_spaces(toy_repo: Path) -> None:
         assert h.params is not None
         assert h.params["x"] in (1, 3, 5, 7, 9) and isinstance(h.params["x"], int)
         assert h.params["y"] in (1, 2, 4)
+
+
+def test_float_choices_are_taken_as_written(toy_repo: Path) -> None:
+    # A choice is no range: rounding one once read the bounds it has not, and raised TypeError.
+    base = (
+        (toy_repo / "task.toml")
+        .read_text()
+        .replace("y = { low = -5.0, high = 5.0 }", "y = { choices = [0.1, 0.2345, 4.5] }")
+    )
+    (toy_repo / "config.toml").write_text("x = 1.0\ny = 0.1\n")
+    from .conftest import commit_all
+
+    commit_all(toy_repo, "float choices")
+    task = load_task(write_task(toy_repo, base=base))
+    planner = OfflinePlanner(task.spec)
+    out = planner.propose(PlanContext(task, [], None, {"config.toml": "x = 1.0\ny = 0.1\n"}, 10), 6)
+    assert out
+    for h in out:
+        assert h.params is not None
+        assert h.params["y"] in (0.1, 0.2345, 4.5)
 
 
 def test_config_values_keep_comments_and_tables() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from slurm_autoresearch.executors import LocalExecutor
+from slurm_autoresearch.executors.local import LocalExecutor
 from slurm_autoresearch.ledger import Ledger
 from slurm_autoresearch.trial import Decision, TrialState
 
@@ -91,7 +91,7 @@ class _BrokenOnce(LocalExecutor):
 
 def test_a_run_that_failed_of_its_own_machinery_says_why_and_resumes(toy_repo: Path) -> None:
     from slurm_autoresearch.loop.launcher import launch, open_run, resumable
-    from slurm_autoresearch.task import load_task
+    from slurm_autoresearch.loop.preflight import load_task
 
     path = write_task(toy_repo, trials=3, parallel=1)
     controller = launch(load_task(path), executor=_BrokenOnce(capacity=1), echo=lambda _: None)

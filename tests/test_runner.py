@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from slurm_autoresearch.executors.base import JobSpec
-from slurm_autoresearch.executors.runner import parse_metrics_block, read_metrics, trial_env
+from slurm_autoresearch.executors.runner import trial_env
+from slurm_autoresearch.metrics import parse_metrics_block, read_metrics
 from slurm_autoresearch.monitor import diagnose, tail
 
 

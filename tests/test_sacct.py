@@ -12,9 +12,9 @@ from slurm_autoresearch.executors.sacct import (
     parse_sacct,
     parse_scontrol,
     parse_squeue,
-    time_minutes,
 )
 from slurm_autoresearch.outcome import JobState
+from slurm_autoresearch.spec import time_minutes
 
 SACCT = """\
 14_0|COMPLETED|localhost|2026-11-27T16:49:57|2026-11-27T16:50:13|00:00:16|billing=1,cpu=1,gres/gpu=1,mem=2000M,node=1|0:0|00:12:00

@@ -12,10 +12,10 @@ from slurm_autoresearch.errors import BaselineError
 from slurm_autoresearch.hypothesis import Hypothesis
 from slurm_autoresearch.ledger import Ledger
 from slurm_autoresearch.loop.launcher import launch, make_models, open_run
+from slurm_autoresearch.loop.preflight import load_task
 from slurm_autoresearch.planners import PlanContext, Planner
 from slurm_autoresearch.rundir import RunDir
-from slurm_autoresearch.task import load_task
-from slurm_autoresearch.trial import Decision, Trial, TrialKind
+from slurm_autoresearch.trial import Decision, Trial, TrialKind, TrialState
 
 from .conftest import commit_all, write_task
 
@@ -234,8 +234,8 @@ def test_a_controller_killed_while_hypotheses_wait_for_the_baseline_judges_them_
 
     def sleep(seconds: float) -> None:
         assert controller is not None
-        waiting = controller.ledger.select("state = 'waiting'")
-        if len(waiting) == 2 and controller.incumbent is None:
+        waiting = controller.ledger.in_state(TrialState.WAITING)
+        if len(waiting) == 2 and controller.state.incumbent is None:
             raise KeyboardInterrupt("killed")  # both quick ideas measured, the baseline still runs
         time.sleep(seconds)
 

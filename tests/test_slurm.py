@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from slurm_autoresearch.executors import SlurmExecutor
+from slurm_autoresearch.executors.slurm import SlurmExecutor
 from slurm_autoresearch.ledger import Ledger
 from slurm_autoresearch.loop.launcher import launch
+from slurm_autoresearch.loop.preflight import load_task
 from slurm_autoresearch.outcome import JobState
-from slurm_autoresearch.task import load_task
 from slurm_autoresearch.trial import Decision
 from slurm_autoresearch.views.status import status_document
 

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from slurm_autoresearch.cli import main
-from slurm_autoresearch.task import load_task
+from slurm_autoresearch.loop.preflight import load_task
 
 from .conftest import TASK, commit_all, git, repo_state, write_task
 

@@ -23,8 +23,8 @@ from slurm_autoresearch.executors.tracking import (
 )
 from slurm_autoresearch.ledger import Ledger
 from slurm_autoresearch.loop.launcher import launch
+from slurm_autoresearch.loop.preflight import load_task
 from slurm_autoresearch.spec import TrackingSection
-from slurm_autoresearch.task import load_task
 from slurm_autoresearch.trial import Decision
 from slurm_autoresearch.views.wandb_summary import spawn_summary, sync_commands
 

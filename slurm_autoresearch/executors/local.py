@@ -15,13 +15,14 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..jobenv import job_environ
 from ..monitor import tail
 from ..outcome import JobState, Outcome
-from ..rundir import process_start, write_json
+from ..rundir import LOG_FILE, OUTCOME_FILE, process_start, write_json
 from .base import JobSpec, JobUpdate
-from .runner import LOG_FILE, OUTCOME_FILE, signal_group
+from .runner import signal_group
 
 # The runner enforces the time limit itself and writes a timeout outcome; this is the backstop.
 _HARD_KILL_GRACE_S = 30.0
@@ -188,7 +189,9 @@ class LocalExecutor:
         self._running.clear()
 
 
-def _read_pid_file(trial_dir: Path) -> dict[str, object] | None:
+def _read_pid_file(trial_dir: Path) -> dict[str, Any] | None:
+    """runner.pid as written by `_start_ready`, or None; only its pid is checked (an int), the rest is
+    JSON as read."""
     try:
         record = json.loads((trial_dir / PID_FILE).read_text())
     except (OSError, ValueError):

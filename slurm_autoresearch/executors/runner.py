@@ -1,5 +1,9 @@
 """Trial runner, the job side: `python -m slurm_autoresearch.executors.runner TRIAL_DIR`.
 
+Over 400 lines: Runner is a trial's life on the node in the order it happens, with the signal
+handling that must see all of it; what is not that story lives apart (the metrics in metrics.py,
+the sandbox room in sandbox.py, the file names in rundir.py).
+
 Checks the frozen files, runs the task command in the trial's worktree, runs the frozen
 evaluation, checks the frozen files again, and writes outcome.json. Whatever happens to the
 training code, the runner writes an outcome; only a broken runner exits without one.
@@ -11,7 +15,6 @@ import contextlib
 import json
 import math
 import os
-import re
 import resource
 import shutil
 import signal
@@ -23,22 +26,24 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ..jobenv import job_environ
+from ..metrics import read_metrics
 from ..monitor import diagnose, tail
 from ..outcome import JobState, Outcome
-from ..rundir import write_json
-from ..spec import pattern_group
+from ..rundir import (
+    COMMAND_OUT,
+    EVAL_LOG,
+    EVAL_ROOM,
+    HOLDOUT_FILE,
+    LOG_FILE,
+    METRICS_FILE,
+    OUTCOME_FILE,
+    write_json,
+)
 from ..surface import frozen_changes, sha256_file
 from .base import JOB_FILE, JobSpec
 from .sandbox import PROTECTED, SCRATCH_CACHES, Room, clean_python_env, descendants, resolve
 from .tracking import wandb_env
 
-LOG_FILE = "train.log"
-OUTCOME_FILE = "outcome.json"
-METRICS_FILE = "metrics.json"
-HOLDOUT_FILE = "holdout.json"
-EVAL_LOG = "eval.log"  # the evaluation's own output: the only stream its metric block is read from
-EVAL_ROOM = "eval-room"  # the evaluation's scratch: its metrics file, bootstrap and bytecode cache
-COMMAND_OUT = "command-out"  # without an evaluation: where the command writes its metrics file
 _KILL_GRACE_S = 5.0
 Finish = Callable[..., Outcome]
 THREAD_VARIABLES = (
@@ -49,7 +54,6 @@ THREAD_VARIABLES = (
     "VECLIB_MAXIMUM_THREADS",
     "NUMEXPR_NUM_THREADS",
 )
-_BLOCK_LINE = re.compile(r"^\s*([A-Za-z_][\w./-]*)\s*:\s*(\S+)\s*$")
 
 
 def trial_env(spec: JobSpec, base: Mapping[str, str]) -> dict[str, str]:
@@ -86,58 +90,6 @@ def trial_env(spec: JobSpec, base: Mapping[str, str]) -> dict[str, str]:
     # `python` in the task's command means the interpreter running this runner, as validated.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "/usr/bin:/bin")])
     return env
-
-
-def parse_metrics_block(text: str) -> dict[str, float]:
-    """autoresearch's convention: the last `---` line, then `key: value` lines."""
-    lines = text.splitlines()
-    starts = [i for i, line in enumerate(lines) if line.strip() == "---"]
-    if not starts:
-        return {}
-    metrics: dict[str, float] = {}
-    for line in lines[starts[-1] + 1 :]:
-        m = _BLOCK_LINE.match(line)
-        if not m:
-            continue
-        try:
-            metrics[m.group(1)] = float(m.group(2))
-        except ValueError:
-            continue
-    return metrics
-
-
-def pattern_metric(text: str, pattern: str) -> float | None:
-    """The number in the last match of a `[metric] pattern` (ara's own `[ara]` lines aside)."""
-    compiled, group = re.compile(pattern), pattern_group(pattern)
-    found = None
-    for line in text.splitlines():
-        if line.startswith("[ara] "):
-            continue
-        for match in compiled.finditer(line):
-            with contextlib.suppress(TypeError, ValueError):
-                found = float(match.group(group))
-    return found
-
-
-def read_metrics(
-    metrics_path: Path, output: str, metric: str = "", pattern: str | None = None
-) -> dict[str, float]:
-    """Metrics from ARA_METRICS_PATH when written, else from the stdout block; with a `[metric]
-    pattern`, its last match in the output is `metric`."""
-    try:
-        data = json.loads(metrics_path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):
-        data = None
-    if isinstance(data, dict):
-        found = {
-            k: float(v) for k, v in data.items() if isinstance(v, int | float) and not isinstance(v, bool)
-        }
-    else:
-        found = parse_metrics_block(output)
-    value = pattern_metric(output, pattern) if pattern else None
-    if value is not None:
-        found[metric] = value
-    return found
 
 
 class Runner:

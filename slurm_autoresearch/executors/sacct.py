@@ -6,7 +6,6 @@ parser is tested on text.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
@@ -97,21 +96,6 @@ def duration_s(text: str) -> float | None:
     if len(parts) == 2:  # MM:SS
         return parts[0] * 60 + parts[1]
     return parts[0] * 3600 + parts[1] * 60 + parts[2]
-
-
-def time_minutes(value: int | str) -> int:
-    """A `--time` value (minutes, or Slurm's `[D-]HH:MM:SS` forms) as whole minutes, rounded up."""
-    if isinstance(value, int):
-        if value <= 0:
-            raise ValueError(f"time must be positive, found {value}")
-        return value
-    text = value.strip()
-    if not re.fullmatch(r"(\d+-)?\d+(:\d{1,2}){0,2}", text):
-        raise ValueError(f"time {value!r} is not minutes or [D-]HH:MM:SS")
-    seconds = duration_s(text) or 0.0
-    if seconds <= 0:
-        raise ValueError(f"time {value!r} is not positive")
-    return math.ceil(seconds / 60)
 
 
 def gpus_from_tres(tres: str) -> int:

@@ -243,8 +243,8 @@ class Room:
         args += ["--tmpfs", str(self.trial_dir), "--bind", str(wandb), str(wandb)]
         for path in outputs:
             args += ["--bind", str(_real(path)), str(_real(path))]
-        for path in self.writable:
-            target = _expand(path, self.home)
+        for writable in self.writable:
+            target = _expand(writable, self.home)
             if target.exists():
                 args += ["--bind", str(target), str(target)]
         return [*self._sealed(args), *argv]

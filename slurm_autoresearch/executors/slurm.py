@@ -1,5 +1,10 @@
 """Slurm executor: trial batches as job arrays through submitit, watched with one sacct call per poll.
 
+Over 400 lines: SlurmExecutor is one state machine over the table of live jobs (submission in
+arrays with retries, finding jobs after a restart, polling, pending reasons, held-back requeues,
+the outcome corrected by Slurm's verdict), and its methods share that table. The sbatch options
+are apart in sbatch.py, the parsing of Slurm's output in sacct.py.
+
 submitit builds and submits the arrays; watching is ara's own (submitit's watcher backs off to
 ten minutes and loops forever on a job sacct never saw). Where sacct fails, squeue and
 `scontrol show job` take over and `watch` says so; a job that vanished is recorded as lost.
@@ -12,18 +17,18 @@ import math
 import os
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..jobenv import exported, job_environ
 from ..monitor import diagnose, tail
 from ..outcome import JobState, Outcome
+from ..rundir import LOG_FILE, OUTCOME_FILE
 from .base import JobSpec, JobUpdate
-from .runner import LOG_FILE, OUTCOME_FILE, run_trial
+from .runner import run_trial
 from .sacct import (
     SACCT_FIELDS,
     SQUEUE_FORMAT,
@@ -31,68 +36,13 @@ from .sacct import (
     parse_sacct,
     parse_scontrol,
     parse_squeue,
-    time_minutes,
 )
-
-if TYPE_CHECKING:
-    from ..spec import TaskSpec
 
 _SACCT_RETRY_POLLS = 10  # while degraded, try sacct again every this many polls
 # A job whose runner has written its outcome is ending: sacct is asked again this soon (at most
 # this many times per job) instead of at the next poll, so its slot is refilled seconds earlier.
 _ENDING_SPACING_S = 0.5
 _ENDING_QUERIES = 6
-
-
-def slurm_parameters(spec: TaskSpec, *, job_name: str, capacity: int) -> dict[str, Any]:
-    """submitit SlurmExecutor parameters (sbatch options) for the task's trials."""
-    s, res = spec.slurm, spec.resources
-    minutes = time_minutes(s.time) if s.time is not None else math.ceil(spec.budget.trial_minutes) + 2
-    # USR2 comes this long before the limit; it must stay inside even a one-minute job.
-    delay = s.signal_delay_s if s.signal_delay_s is not None else (60 if minutes >= 5 else 15)
-    params: dict[str, Any] = {
-        "job_name": job_name,
-        "time": minutes,
-        "signal_delay_s": delay,
-        "array_parallelism": capacity,
-        "wckey": s.wckey,  # None drops submitit's default --wckey=submitit, which many clusters reject
-        "use_srun": s.use_srun,
-        "cpus_per_task": s.cpus_per_task or res.cpus_per_trial,
-    }
-    for key in ("partition", "account", "qos", "mem", "constraint", "exclude"):
-        if getattr(s, key) is not None:
-            params[key] = getattr(s, key)
-    if s.gres is not None:
-        params["gres"] = s.gres
-    elif s.gpus_per_node is not None:
-        params["gpus_per_node"] = s.gpus_per_node
-    elif res.gpus_per_trial:
-        params["gres"] = f"gpu:{res.gpus_per_trial}"
-    if s.setup:
-        params["setup"] = list(s.setup)
-    additional = {k: v for k, v in s.additional.items() if v is not False}
-    if additional:
-        params["additional_parameters"] = additional
-    return params
-
-
-def sbatch_test_only(params: dict[str, Any]) -> str | None:
-    """What `sbatch --test-only` says is wrong with these options, or None when it accepts them."""
-    from submitit.slurm.slurm import _make_sbatch_string
-
-    with tempfile.TemporaryDirectory(prefix="ara-sbatch-") as tmp:
-        script = Path(tmp) / "check.sh"
-        script.write_text(_make_sbatch_string(command="true", folder=tmp, **params))
-        try:
-            proc = subprocess.run(
-                ["sbatch", "--test-only", str(script)], capture_output=True, text=True, timeout=60
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return f"could not run sbatch: {exc}"
-    if proc.returncode == 0:
-        return None
-    lines = [ln.strip() for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
-    return lines[-1] if lines else f"exit code {proc.returncode}"
 
 
 @dataclass
@@ -207,7 +157,7 @@ class SlurmExecutor:
         return {spec.trial_id: handle.job_id for spec, handle in zip(chunk, handles, strict=True)}
 
     def _retry_submissions(self) -> list[JobUpdate]:
-        updates, waiting = [], []
+        updates: list[JobUpdate] = []
         now = self.clock()
         due = [item for item in self._unsubmitted if item[2] <= now]
         waiting = [item for item in self._unsubmitted if item[2] > now]

@@ -106,7 +106,8 @@ def read_records(path: Path) -> list[Any]:
         pending += data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):  # full or last
-            record = wandb_internal_pb2.Record()
+            # Made at import time from the descriptor (wandb ships no stub for its _pb2 modules).
+            record = wandb_internal_pb2.Record()  # type: ignore[attr-defined]
             record.ParseFromString(pending)
             records.append(record)
             pending = b""

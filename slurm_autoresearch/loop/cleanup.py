@@ -40,7 +40,7 @@ def refuse(rundir: RunDir) -> str:
     ledger = Ledger.open(rundir.ledger, readonly=True)
     try:
         state = run_state(rundir, ledger.meta().get("state", "running"))
-        live = ledger.scalar("SELECT COUNT(*) FROM trials WHERE state IN ('submitting', 'queued', 'running')")
+        live = ledger.live_count()
     finally:
         ledger.close()
     if state not in ENDED:

@@ -12,9 +12,8 @@ import subprocess
 import sys
 
 from ..errors import AraError
-from ..executors.sacct import time_minutes
 from ..rundir import RunDir
-from ..spec import TaskSpec
+from ..spec import TaskSpec, time_minutes
 
 
 def job_script(rundir: RunDir, spec: TaskSpec, python: str = sys.executable) -> str:

@@ -12,14 +12,17 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import tomli_w
 
 from ..errors import UsageError
 from ..evidence import Rule
-from ..executors import Executor, LocalExecutor
+from ..executors import Executor
+from ..executors.local import LocalExecutor
 from ..executors.sandbox import resolve
-from ..executors.slurm import SlurmExecutor, slurm_parameters
+from ..executors.sbatch import slurm_parameters
+from ..executors.slurm import SlurmExecutor
 from ..jobenv import hide_own_environ
 from ..ledger import Ledger
 from ..llm import LLM
@@ -29,9 +32,10 @@ from ..playbook import Playbook
 from ..rundir import RunDir, atomic_write_text, new_run_id
 from ..spec import TaskSpec
 from ..surface import EditSurface
-from ..task import Task, detect_gpus, has_api_key, read_spec
+from ..task import Task, detect_gpus, read_spec
 from ..workspace import Workspace
 from .controller import Controller, Echo
+from .preflight import has_api_key
 from .summarizer import ClaudeSummarizer, RuleSummarizer, Summarizer
 
 
@@ -240,10 +244,23 @@ def open_run(
     return controller
 
 
-def launch(task: Task, *, clock: Callable[[], float] = time.time, **collaborators: object) -> Controller:
+class Collaborators(TypedDict, total=False):
+    """What `launch` passes on to `open_run` (its keyword arguments but the task and the clock)."""
+
+    planner: Planner | None
+    executor: Executor | None
+    summarizer: Summarizer | None
+    llm: LLM | None
+    sleep: Callable[[float], None]
+    echo: Echo
+
+
+def launch(
+    task: Task, *, clock: Callable[[], float] = time.time, **collaborators: Unpack[Collaborators]
+) -> Controller:
     """A new run of a validated task, with its controller ready to run here."""
     rundir = create_run(task, clock())
-    return open_run(rundir, task=task, clock=clock, **collaborators)  # type: ignore[arg-type]
+    return open_run(rundir, task=task, clock=clock, **collaborators)
 
 
 def resumable(rundir: RunDir) -> str:

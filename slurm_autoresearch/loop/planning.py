@@ -7,19 +7,34 @@ import contextlib
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ..hypothesis import Hypothesis
-from ..planners import PlanContext
+from ..ledger import Ledger
+from ..planners import PlanContext, Planner
 from ..planners.base import PlannerUnavailable, history
+from ..playbook import Playbook
+from ..rundir import RunDir
+from ..task import Task
 from ..trial import Trial, TrialKind
-
-if TYPE_CHECKING:
-    from .controller import Controller
+from ..trials import Trials
+from ..workspace import Workspace
+from .jobs import Starter
+from .models import Models
+from .state import RunState
 
 FAILURES_TO_STOP = 5
+
+
+class Slots(Protocol):
+    """What planning needs of the executor: how many jobs may run at once, and how many do."""
+
+    capacity: int
+
+    def live(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -54,12 +69,40 @@ class Planning:
     """Owns the planner: one request at a time runs on a worker thread (the planner never touches the
     ledger; the controller thread builds its context and turns its answers into trials)."""
 
-    def __init__(self, ctl: Controller) -> None:
-        self.ctl = ctl
-        run = ctl.spec.run
+    def __init__(
+        self,
+        task: Task,
+        rundir: RunDir,
+        ledger: Ledger,
+        trials: Trials,
+        state: RunState,
+        planner: Planner,
+        jobs: Starter,
+        executor: Slots,
+        workspace: Workspace,
+        models: Models,
+        playbook: Playbook,
+        log: Callable[[str], None],
+        clock: Callable[[], float],
+    ) -> None:
+        self.task = task
+        self.spec = task.spec
+        self.rundir = rundir
+        self.ledger = ledger
+        self.trials = trials
+        self.state = state
+        self.planner = planner
+        self.jobs = jobs
+        self.executor = executor
+        self.ws = workspace
+        self.models = models
+        self.playbook = playbook
+        self.log = log
+        self.clock = clock
+        run = self.spec.run
         self.batch = run.schedule == "batch"
         # How many hypotheses wait ready for a free slot (0: plan only when one is free).
-        ahead = run.plan_ahead if run.plan_ahead is not None else ctl.executor.capacity
+        ahead = run.plan_ahead if run.plan_ahead is not None else executor.capacity
         self.depth = 0 if self.batch else ahead
         self.ready: deque[Ahead] = deque()
         self.request: _Request | None = None
@@ -73,7 +116,7 @@ class Planning:
         self._pool: ThreadPoolExecutor | None = None
 
     def paused(self) -> bool:
-        return self.ctl.clock() < self.paused_until
+        return self.clock() < self.paused_until
 
     def busy(self) -> bool:
         """A request is out (the loop waits on `wake` rather than sleeping a whole poll)."""
@@ -82,15 +125,13 @@ class Planning:
     # -- the loop's one call ----------------------------------------------------------------
     def fill(self) -> None:
         """Start ready hypotheses in free slots, collect the planner's answer, ask for more."""
-        ctl = self.ctl
-        if not ctl.may_plan():
+        if not self.state.may_plan():
             self.drop("no more hypotheses are planned")
             return
         self._collect()
         self._start()
-        if self.dry and not self.ready and self.request is None and not ctl.exhausted:
-            ctl.exhausted = "planner has nothing left to propose"
-            ctl.log(ctl.exhausted + ("; waiting for running trials" if ctl.executor.live() else ""))
+        if self.dry and not self.ready and self.request is None and not self.state.exhausted:
+            self.state.exhaust("planner has nothing left to propose")
             return
         self._ask()
         if self.depth == 0 and self.request is not None:
@@ -105,7 +146,7 @@ class Planning:
     def drop(self, why: str) -> None:
         """Ready hypotheses that will not run (the run stops or its budget is spent)."""
         if self.ready:
-            self.ctl.log(f"{len(self.ready)} hypotheses planned ahead are not run: {why}")
+            self.log(f"{len(self.ready)} hypotheses planned ahead are not run: {why}")
         self.ready.clear()  # their calls are in the ledger: budgets count them
 
     def close(self, wait_s: float = 0.0) -> None:
@@ -121,15 +162,14 @@ class Planning:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
-        self.ctl.flush_calls(role="planner")
+        self.models.flush(role="planner")
 
     # -- asking -----------------------------------------------------------------------------
     def _wanted(self, left: int) -> int:
-        ctl = self.ctl
-        free = ctl.executor.capacity - ctl.executor.live()
+        free = self.executor.capacity - self.executor.live()
         if self.batch:
             # The synchronous loop: a new round only when every job of the last one has ended.
-            return min(left, ctl.executor.capacity) if ctl.executor.live() == 0 else 0
+            return min(left, self.executor.capacity) if self.executor.live() == 0 else 0
         want = free + self.depth - len(self.ready)
         # Refill in batches: ask when the queue is at most half full, so each call carries several.
         if self.ready and len(self.ready) > self.depth // 2 and free <= len(self.ready):
@@ -137,15 +177,14 @@ class Planning:
         return max(0, min(want, left))
 
     def _ask(self) -> None:
-        ctl = self.ctl
         if self.request is not None or self.dry or self.paused():
             return
         # Counted in SQL: asked every poll, while trials are parsed only when planning.
-        left = ctl.spec.budget.trials - ctl.ledger.hypotheses() - len(self.ready)
+        left = self.spec.budget.trials - self.ledger.hypotheses() - len(self.ready)
         n = self._wanted(left)
         if n <= 0:
             return
-        trials = ctl.ledger.trials()
+        trials = self.ledger.trials()
         ctx = self.context(trials, left)
         seen = frozenset(t.id for t in ctx.trials if t.decision is not None)
         if self._pool is None:
@@ -153,18 +192,17 @@ class Planning:
         self.wake.clear()
         future = self._pool.submit(self._propose, ctx, n)
         future.add_done_callback(lambda _f: self.wake.set())
-        self.request = _Request(future, ctx, n, seen, ctl.clock())
+        self.request = _Request(future, ctx, n, seen, self.clock())
 
     def _propose(self, ctx: PlanContext, n: int) -> list[Hypothesis]:
         start = time.thread_time()
         try:
-            return self.ctl.planner.propose(ctx, n)[:n]
+            return self.planner.propose(ctx, n)[:n]
         finally:
             self.cpu_s += time.thread_time() - start
 
     def _collect(self) -> None:
         """The planner's answer, once it has come: into the ready queue, or a pause."""
-        ctl = self.ctl
         request = self.request
         if request is None or not request.future.done():
             return
@@ -172,26 +210,26 @@ class Planning:
         try:
             hypotheses = request.future.result()
         except PlannerUnavailable as exc:
-            ctl.flush_calls(role="planner")
+            self.models.flush(role="planner")
             self.pause(str(exc))
             return
         self.failures = 0
-        degraded = getattr(ctl.planner, "degraded", "")
+        degraded = getattr(self.planner, "degraded", "")
         if degraded:
-            ctl.log(f"planner API failed ({degraded}); this round comes from the offline planner")
-        if request.ctx.guidance and ctl.planner.name != "offline":
-            ctl.ledger.set_meta(guidance_offset=self.guidance_offset)
-            ctl.ledger.event(ctl.clock(), "guidance-read", request.ctx.guidance.strip()[:2000])
+            self.log(f"planner API failed ({degraded}); this round comes from the offline planner")
+        if request.ctx.guidance and self.planner.name != "offline":
+            self.ledger.set_meta(guidance_offset=self.guidance_offset)
+            self.ledger.event(self.clock(), "guidance-read", request.ctx.guidance.strip()[:2000])
         if not hypotheses:
-            ctl.flush_calls(role="planner")
+            self.models.flush(role="planner")
             self.dry = True
             return
         parent = request.ctx.incumbent
         assert parent is not None
         # The calls reach the ledger now (budgets see them at once); each trial made from this
         # answer is charged its share when it is made.
-        calls = ctl.take_calls("planner")
-        ctl.record_calls(calls)
+        calls = self.models.take("planner")
+        self.models.record(calls)
         share = _Share(
             sum(c.cost_usd for c in calls) / len(hypotheses), sum(c.tokens for c in calls) // len(hypotheses)
         )
@@ -201,38 +239,34 @@ class Planning:
     # -- starting ---------------------------------------------------------------------------
     def _start(self) -> None:
         """As many ready hypotheses as there are free slots and budget, as trials, submitted."""
-        ctl = self.ctl
         if not self.ready:
             return
-        free = ctl.executor.capacity - ctl.executor.live()
-        left = ctl.spec.budget.trials - ctl.ledger.hypotheses()
+        free = self.executor.capacity - self.executor.live()
+        left = self.spec.budget.trials - self.ledger.hypotheses()
         n = min(free, left, len(self.ready))
         if n <= 0:
             if left <= 0:
                 self.drop("the trial budget is spent")
             return
         # In SQL: parsing every trial for each start would cost O(trials) per trial.
-        kinds = str(tuple(k.value for k in TrialKind if k.is_hypothesis()))
-        decided = set(ctl.ledger.ids(f"decision IS NOT NULL AND kind IN {kinds}"))
-        planned = int(ctl.ledger.scalar("SELECT COUNT(*) FROM trials WHERE kind = 'hypothesis'"))
-        rounds = int(ctl.ledger.scalar("SELECT COALESCE(MAX(round), 0) FROM trials")) + 1
-        specs = []
+        decided = self.ledger.decided_ideas()
+        planned = self.ledger.count_kind(TrialKind.HYPOTHESIS)
+        rounds = self.ledger.last_round() + 1
+        rows, fallbacks = [], {}
         for i in range(n):
             ahead = self.ready.popleft()
             trial, stale = self._trial(ahead, decided, planned + i, rounds)
-            ctl.ledger.charge(trial.id, ahead.share.usd, ahead.share.tokens)
-            spec = ctl.materialize(trial, fallback=stale)
-            if spec is not None:
-                specs.append(spec)
-        if specs:
-            ctl.submit(specs)
-        ctl.check_budget()
+            self.ledger.charge(trial.id, ahead.share.usd, ahead.share.tokens)
+            rows.append(trial)
+            if stale is not None:
+                fallbacks[trial.id] = stale
+        self.jobs.start(rows, fallbacks=fallbacks)
+        self.state.check_budget()
 
     def _trial(self, ahead: Ahead, decided: set[str], index: int, rounds: int) -> tuple[Trial, Trial | None]:
         """The ledger row of a ready hypothesis, on the incumbent; and the incumbent it was planned
         on, when that is older (its edits are tried there if they no longer apply)."""
-        ctl = self.ctl
-        screen = ctl.spec.screening
+        screen = self.spec.screening
         incumbent = self._parent()  # beside the baseline: the baseline, the incumbent-to-be
         assert incumbent.commit is not None
         h = ahead.hypothesis
@@ -244,48 +278,44 @@ class Planning:
             if stale:
                 extra["planned_on"] = stale.id
             h = replace(h, extra=extra)
-        refresh = getattr(ctl.planner, "refresh", None)
+        refresh = getattr(self.planner, "refresh", None)
         if stale and refresh is not None:
             newer = refresh(h, self.incumbent_files())
             if newer is not None:  # a config change: its values set again on the incumbent's config
                 h, stale = newer, None
-        trial = ctl.ledger.add_trial(
+        trial = self.trials.planned(
             h,
             parent=incumbent.commit,
             parent_trial=incumbent.id,
-            now=ctl.clock(),
-            seed=ctl.spec.noise.seed,
-            steps=ctl.spec.fidelity.screen_steps if screen else ctl.spec.full_steps,
+            seed=self.spec.noise.seed,
+            steps=self.spec.fidelity.screen_steps if screen else self.spec.full_steps,
             fidelity="screen" if screen else "full",
             # screened hypotheses are compared in rounds of round_size, whatever the slots
-            round=index // ctl.spec.fidelity.round_size + 1 if screen else rounds,
+            round=index // self.spec.fidelity.round_size + 1 if screen else rounds,
         )
         return trial, stale
 
     def pause(self, reason: str) -> None:
-        ctl = self.ctl
         self.failures += 1
         wait = min(30.0 * 2 ** (self.failures - 1), 600.0)
-        self.paused_until = ctl.clock() + wait
-        ctl.ledger.event(ctl.clock(), "planner-unavailable", reason)
-        ctl.log(f"planner unavailable ({reason}); pausing planning for {wait:.0f} s")
+        self.paused_until = self.clock() + wait
+        self.ledger.event(self.clock(), "planner-unavailable", reason)
+        self.log(f"planner unavailable ({reason}); pausing planning for {wait:.0f} s")
         if self.failures >= FAILURES_TO_STOP:
-            ctl.stopping = f"stopped: the planner failed {self.failures} rounds in a row ({reason})"
-            ctl.log(ctl.stopping)
+            self.state.stop(f"stopped: the planner failed {self.failures} rounds in a row ({reason})", "")
 
     def _parent(self) -> Trial:
         """What new hypotheses build on: the incumbent, or while it runs, the baseline."""
-        parent = self.ctl.incumbent or self.ctl.ledger.trial("T0001")
+        parent = self.state.incumbent or self.ledger.trial("T0001")
         assert parent is not None and parent.commit is not None
         return parent
 
     def beside_baseline(self) -> None:
         """While the baseline runs: the first round is planned and (unless `wait_for_baseline`)
         started in the slots the baseline leaves free, to be judged once it is measured."""
-        ctl = self.ctl
-        if not ctl.may_plan() or ctl.ledger.trial("T0001") is None:
+        if not self.state.may_plan() or self.ledger.trial("T0001") is None:
             return
-        if not ctl.spec.run.wait_for_baseline:
+        if not self.spec.run.wait_for_baseline:
             self.fill()  # the batch schedule starts nothing while a job runs
         elif self.depth:
             self._collect()
@@ -295,30 +325,29 @@ class Planning:
         commit = self._parent().commit
         assert commit is not None
         if self.files is None or self.files[0] != commit:
-            self.files = (commit, self.ctl.ws.surface_files(commit))
+            self.files = (commit, self.ws.surface_files(commit))
         return self.files[1]
 
     def context(self, trials: list[Trial], left: int) -> PlanContext:
-        ctl = self.ctl
         parent = self._parent()
         files = self.incumbent_files()
-        offset = int(ctl.ledger.meta().get("guidance_offset", 0))
-        guidance, self.guidance_offset = ctl.rundir.guidance_from(offset)
-        limit = ctl.spec.budget
+        offset = int(self.ledger.meta().get("guidance_offset", 0))
+        guidance, self.guidance_offset = self.rundir.guidance_from(offset)
+        limit = self.spec.budget
         notes = []
         if limit.gpu_hours:
             used = sum(t.gpu_seconds or 0 for t in trials) / 3600
             notes.append(f"GPU-hours {limit.gpu_hours - used:.2f} of {limit.gpu_hours:g} left.")
         if limit.llm_usd:
-            notes.append(f"LLM dollars {limit.llm_usd - ctl.ledger.llm_totals()[0]:.2f} left.")
+            notes.append(f"LLM dollars {limit.llm_usd - self.ledger.llm_totals()[0]:.2f} left.")
         return PlanContext(
-            ctl.task,
+            self.task,
             history(trials),
             replace(parent, holdout=None),
             files,
             left,
             guidance,
-            playbook=ctl.playbook.initial,
+            playbook=self.playbook.initial,
             budget_note=" ".join(notes),
             queued=tuple(a.hypothesis for a in self.ready),
         )

@@ -12,87 +12,104 @@ effect is idempotent, so a controller killed at any instant is replaced by this 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
+from ..executors import Executor
 from ..executors.base import JobSpec
+from ..ledger import Ledger
 from ..outcome import JobState, Outcome
+from ..rundir import RunDir
+from ..spec import TaskSpec
 from ..trial import Decision, TrialState
+from ..trials import Trials
 from ..views import report
+from ..workspace import Workspace
+from .jobs import Jobs
+from .referee import Referee
+from .state import RunState
 
-if TYPE_CHECKING:
-    from .controller import Controller
 
-
-def recover(ctl: Controller) -> None:
-    trials = ctl.ledger.trials()
-    if not trials:
+def recover(
+    *,
+    spec: TaskSpec,
+    rundir: RunDir,
+    ledger: Ledger,
+    trials: Trials,
+    state: RunState,
+    jobs: Jobs,
+    executor: Executor,
+    workspace: Workspace,
+    referee: Referee,
+    log: Callable[[str], None],
+) -> None:
+    """Carry on from the ledger: every trial's next step, as the module docstring lists them."""
+    rows = ledger.trials()
+    if not rows:
         return
-    stale = ctl.ws.clear_stale_locks()  # a git killed with the controller left these behind
+    stale = workspace.clear_stale_locks()  # a git killed with the controller left these behind
     if stale:
-        ctl.log(f"removed {len(stale)} stale git lock files: {', '.join(stale)}")
-    kept = sorted((t for t in trials if t.decision is Decision.KEEP), key=lambda t: t.decided_at or 0)
+        log(f"removed {len(stale)} stale git lock files: {', '.join(stale)}")
+    kept = sorted((t for t in rows if t.decision is Decision.KEEP), key=lambda t: t.decided_at or 0)
     if kept:
-        ctl.incumbent = kept[-1]
+        state.incumbent = kept[-1]
         if kept[-1].commit:
-            ctl.ws.keep(kept[-1].commit)  # a decision recorded before the branch moved
+            workspace.keep(kept[-1].commit)  # a decision recorded before the branch moved
     submit: list[JobSpec] = []
     find: list[JobSpec] = []
     attached = 0
     waiting: list[str] = []
-    for trial in trials:
+    for trial in rows:
         if trial.state is TrialState.WAITING:
-            ctl.ws.release(trial.id)
+            workspace.release(trial.id)
             waiting.append(trial.id)
             continue
         if trial.state is TrialState.DONE:
-            ctl.ws.release(trial.id)
-            if not (ctl.rundir.trial_dir(trial.id) / "report.md").exists():
+            workspace.release(trial.id)
+            if not (rundir.trial_dir(trial.id) / "report.md").exists():
                 outcome = Outcome.read(
-                    ctl.rundir.trial_dir(trial.id) / "outcome.json",
+                    rundir.trial_dir(trial.id) / "outcome.json",
                     missing_state=JobState.LOST,
                     missing_reason="",
                 )
-                report.write_trial_report(ctl.rundir, ctl.spec, trial, outcome if trial.job_id else None)
+                report.write_trial_report(rundir, spec, trial, outcome if trial.job_id else None)
             continue
         if trial.state is TrialState.PLANNED and trial.commit is None:
-            spec = ctl.materialize(trial)  # a rejection is recorded there
-            if spec:
-                submit.append(spec)
+            job = jobs.materialize(trial)  # a rejection is recorded there
+            if job:
+                submit.append(job)
             continue
-        spec = ctl.job_spec(trial)
-        if spec is None:  # committed but its job file never written: make it again
-            ctl.ws.release(trial.id)
-            spec = ctl.materialize(trial)
-            if spec:
-                submit.append(spec)
+        job = jobs.job_spec(trial)
+        if job is None:  # committed but its job file never written: make it again
+            workspace.release(trial.id)
+            job = jobs.materialize(trial)
+            if job:
+                submit.append(job)
             continue
         if trial.state is TrialState.PLANNED:
-            submit.append(spec)
+            submit.append(job)
         elif trial.state is TrialState.SUBMITTING or (trial.job_id or "").startswith("local-"):
-            find.append(spec)
+            find.append(job)
         else:
-            ctl.executor.attach(spec, trial.job_id or "")
+            executor.attach(job, trial.job_id or "")
             attached += 1
-    found = ctl.executor.find(find) if find else {}
-    for spec in find:
-        if spec.trial_id in found:
-            trial = ctl.ledger.trial(spec.trial_id)
-            assert trial is not None
-            ctl.ledger.update(
-                trial, ctl.clock(), event="found", state=TrialState.QUEUED, job_id=found[spec.trial_id]
-            )
-            ctl.executor.attach(spec, found[spec.trial_id])
+    found = executor.find(find) if find else {}
+    for job in find:
+        if job.trial_id in found:
+            row = ledger.trial(job.trial_id)
+            assert row is not None
+            trials.found(row, found[job.trial_id])
+            executor.attach(job, found[job.trial_id])
             attached += 1
         else:
-            submit.append(spec)
+            submit.append(job)
     if submit:
-        ctl.submit(submit)
+        jobs.submit(submit)
     for tid in waiting:  # the controller may have died between recording an outcome and deciding
-        trial = ctl.ledger.trial(tid)
-        if trial is not None and trial.state is TrialState.WAITING:
-            ctl.referee.judge(trial)
-    ctl.ledger.write_results(ctl.rundir.results, ctl.spec.metric.name)
-    ctl.log(
-        f"resumed {ctl.rundir.run_id}: {len(trials)} trials in the ledger, {attached} jobs re-attached, "
-        f"{len(submit)} (re)submitted, incumbent {ctl.incumbent.id if ctl.incumbent else 'none'}"
+        row = ledger.trial(tid)
+        if row is not None and row.state is TrialState.WAITING:
+            referee.judge(row)
+    ledger.write_results(rundir.results, spec.metric.name)
+    log(
+        f"resumed {rundir.run_id}: {len(rows)} trials in the ledger, {attached} jobs re-attached, "
+        f"{len(submit)} (re)submitted, incumbent {state.incumbent.id if state.incumbent else 'none'}"
     )

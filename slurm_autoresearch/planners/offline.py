@@ -11,7 +11,7 @@ import contextlib
 import math
 import tomllib
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 from ..config_file import lookup, set_value
 from ..hypothesis import Edit, Hypothesis
@@ -24,10 +24,12 @@ _RESAMPLE_TRIES = 25
 
 def _round(value: float, spec: ParamSpec) -> float:
     """Three significant digits: readable diffs, and TPE's near-duplicates become exact ones."""
-    if spec.step is not None or value == 0:
+    # A choice is taken as written: rounded, it would be no choice at all.
+    if spec.choices is not None or spec.step is not None or value == 0:
         return value
+    assert spec.low is not None and spec.high is not None  # a range has both (ParamSpec._shape)
     rounded = float(f"{value:.3g}")
-    return min(max(rounded, float(spec.low)), float(spec.high))  # type: ignore[arg-type]
+    return min(max(rounded, float(spec.low)), float(spec.high))
 
 
 class OfflinePlanner:
@@ -76,7 +78,7 @@ class OfflinePlanner:
     def backlog(self, ctx: PlanContext, n: int) -> list[Hypothesis]:
         """The researcher's untried ideas, in order: they come before anything sampled or generated."""
         tried = {t.title for t in ctx.trials} | {h.title for h in ctx.queued}
-        out = []
+        out: list[Hypothesis] = []
         for idea in self.spec.ideas:
             if len(out) == n:
                 break
@@ -143,7 +145,9 @@ class OfflinePlanner:
         text, config = parsed
         space = self.spec.search.space
         dists = {key: _distribution(optuna, spec) for key, spec in space.items()}
-        direction = "maximize" if self.spec.metric.goal == "max" else "minimize"
+        direction: Literal["maximize", "minimize"] = (
+            "maximize" if self.spec.metric.goal == "max" else "minimize"
+        )
         sampler = optuna.samplers.TPESampler(
             seed=self.spec.planner.seed + len(ctx.trials),
             n_startup_trials=self.spec.search.startup_trials,
@@ -160,7 +164,7 @@ class OfflinePlanner:
         seen += [h.params for h in (*ctx.queued, *planned) if h.params]
 
         incumbent = self._params(config)
-        out = []
+        out: list[Hypothesis] = []
         for _ in range(n):
             for _attempt in range(_RESAMPLE_TRIES):
                 asked = study.ask(dists)
@@ -210,17 +214,18 @@ def _show(value: Any) -> str:
 def _distribution(optuna: Any, spec: ParamSpec) -> Any:
     if spec.choices is not None:
         return optuna.distributions.CategoricalDistribution(list(spec.choices))
+    assert spec.low is not None and spec.high is not None  # a range has both (ParamSpec._shape)
     if spec.is_int:
         return optuna.distributions.IntDistribution(
             int(spec.low),
             int(spec.high),
-            log=spec.log,  # type: ignore[arg-type]
+            log=spec.log,
             step=int(spec.step or 1),
         )
     return optuna.distributions.FloatDistribution(
         float(spec.low),
         float(spec.high),
-        log=spec.log,  # type: ignore[arg-type]
+        log=spec.log,
         step=spec.step,
     )
 

@@ -56,7 +56,7 @@ class Findings:
 def conclude(findings: Findings, wanted: str | None = None, pattern: str | None = None) -> None:
     """The metric the task should name: the one asked for (with its pattern), else the best seen;
     a pattern counts only when it reads back the value it was made from."""
-    from ..executors.runner import pattern_metric
+    from ..metrics import pattern_metric
 
     findings.metric = None
     if pattern and wanted:

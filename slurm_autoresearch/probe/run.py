@@ -80,10 +80,9 @@ def _run(
     trace: bool = False,
 ) -> tuple[Run, dict[str, Any]]:
     from ..executors.base import JOB_FILE, JobSpec
-    from ..executors.runner import EVAL_LOG, EVAL_ROOM, LOG_FILE, METRICS_FILE, OUTCOME_FILE
     from ..jobenv import job_environ
     from ..outcome import JobState, Outcome
-    from ..rundir import write_json
+    from ..rundir import EVAL_LOG, EVAL_ROOM, LOG_FILE, METRICS_FILE, OUTCOME_FILE, write_json
 
     tree = scratch / label
     copy_tree(base, tree)
@@ -199,7 +198,7 @@ def _source(setup: Setup, file: bool, found: bool) -> str:
 
 
 def _in_block_or_file(run: Run, name: str) -> bool:
-    from ..executors.runner import parse_metrics_block
+    from ..metrics import parse_metrics_block
 
     return run.source.endswith("metrics file") or name in parse_metrics_block(run.stream)
 

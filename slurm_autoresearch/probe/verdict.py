@@ -159,7 +159,7 @@ def metric_problem(
         return None  # the run failed: nothing to compare with (the probe said so)
     probed, where = f"the probe of {command!r}", f".ara/{PROBE_FILE}"
     if pattern:
-        from ..executors.runner import pattern_metric
+        from ..metrics import pattern_metric
 
         if pattern_metric(data.get("stream", ""), pattern) is None:
             return f"[metric] pattern {pattern!r} matches nothing in what {probed} printed ({where})"

@@ -74,7 +74,8 @@ def progress_figure(trials: list[Trial], metric: str, goal: str) -> Figure:
         mine = [t for t in left if takes(t)]
         left = [t for t in left if not takes(t)]
         if mine:
-            ax.scatter([t.seq for t in mine], [t.metric for t in mine], label=label, **style)
+            metrics = [t.metric for t in mine if t.metric is not None]  # all of them: scored
+            ax.scatter([t.seq for t in mine], metrics, label=label, **style)
     kept = [t for t in scored if t.decision is Decision.KEEP]
     best = running_best(kept, goal)
     if best:
@@ -87,10 +88,11 @@ def progress_figure(trials: list[Trial], metric: str, goal: str) -> Figure:
     low, high = (min(values), max(values)) if values else (0.0, 1.0)
     pad = (high - low) * 0.08 or 0.05
     rail = low - pad if goal == "max" else high + pad  # failures sit on the "bad" edge
-    for decision, style in (
+    rails: list[tuple[Decision, dict[str, Any]]] = [  # Any: each style key has its own type
         (Decision.CRASH, {"marker": "x", "color": "#d93025", "s": 40}),
         (Decision.REJECTED, {"marker": "|", "color": "#e37400", "s": 60}),
-    ):
+    ]
+    for decision, style in rails:
         seqs = [t.seq for t in trials if t.decision is decision]
         if seqs:
             ax.scatter(seqs, [rail] * len(seqs), label=decision.value, zorder=4, **style)
@@ -109,6 +111,7 @@ def _label(fig: Figure, ax: Any, kept: list[Trial]) -> None:
     """Each kept trial's label at the first offset where it overlaps no other label, kept marker
     or the legend, and stays in the figure; the id alone where the titled one fits nowhere; none
     where neither does."""
+    # Agg's canvas (matplotlib.use above) has it; the stubs type the base canvas, which does not.
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
     from matplotlib.transforms import Bbox
 

@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import budget, evidence, fidelity
-from ..executors.runner import LOG_FILE
 from ..executors.sandbox import describe
 from ..monitor import tail
 from ..outcome import Outcome
-from ..rundir import RunDir, atomic_write_text
+from ..rundir import LOG_FILE, RunDir, atomic_write_text
 from ..safetext import markdown, one_line, visible
 from ..trial import Decision, Trial
 from .lineage import Kept, kept_changes

@@ -101,12 +101,11 @@ def status_document(
     rule = rule_of(rundir, meta)
     tally = ledger.tally()
     incumbent = ledger.incumbent()
-    first = ledger.select("seq = 1")
-    baseline = first[0] if first else None
+    baseline = ledger.first()
     if limit is None:
         shown = ledger.trials(light=True)
     else:
-        shown = ledger.select("state != 'done' OR seq > ?", (tally["last_seq"] - limit,))
+        shown = ledger.undecided_or_after(tally["last_seq"] - limit)
     measured = {t.id: t for t in [*ledger.repeated(), *([incumbent] if incumbent else [])]}
     decisions = evidence.overview(list(measured.values()), rule, incumbent) if rule else None
     created = meta.get("created_at", now)
@@ -186,9 +185,9 @@ def status_document(
 def hints(ledger: Ledger, meta: dict[str, Any]) -> list[str]:
     """What the run's own record says to change, in words (empty when nothing)."""
     found = []
-    timed_out = ledger.select("job_state = 'timeout'")
+    timed_out = ledger.with_job_state("timeout")
     if len(timed_out) >= 2:  # only then are the finished jobs' times worth reading
-        finished = ledger.select("job_state IN ('timeout', 'completed')")
+        finished = ledger.with_job_state("timeout", "completed")
         line = budget.time_limit_hint(finished, meta.get("trial_minutes"))
         if line:
             found.append(line)

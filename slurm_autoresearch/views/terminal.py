@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -131,7 +131,7 @@ def _trials_table(trials: list[dict[str, Any]], metric: str, width: int) -> Tabl
     widths["title"] = max(5, min(natural["title"], room(names)))
     table = Table(show_edge=False, header_style="bold")
     for n in names:
-        justify = "right" if n in ("elapsed", "GPU-s") else "left"
+        justify: JustifyMethod = "right" if n in ("elapsed", "GPU-s") else "left"
         table.add_column(header[n], width=widths[n], no_wrap=True, overflow="ellipsis", justify=justify)
     for t, cells in zip(trials, rows, strict=True):
         table.add_row(*(cells[n] for n in names), style=_STYLE.get(t["decision"] or "", ""))

@@ -140,7 +140,8 @@ def write_summary(run_dir: Path) -> Path | None:
         settings=wandb.Settings(silent=True, disable_git=True, console="off", x_disable_stats=True),
     )
     try:
-        table = wandb.Table(columns=COLUMNS, data=rows(trials, default_steps))
+        # A copy: wandb types `columns` as a list of str | int, which a list of str is not.
+        table = wandb.Table(columns=list(COLUMNS), data=rows(trials, default_steps))
         points = trail(trials, goal)
         for seq, values in points[:-1]:
             run.log({**values, "trial": seq}, step=seq)

@@ -13,10 +13,9 @@ from rich.markup import escape
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
-from ..executors.runner import LOG_FILE
 from ..ledger import Ledger
 from ..monitor import tail
-from ..rundir import RunDir
+from ..rundir import LOG_FILE, RunDir
 from ..safetext import map_text, one_line
 from .status import status_document
 
