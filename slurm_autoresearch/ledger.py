@@ -444,6 +444,10 @@ class Ledger:
         """Trials whose diffs a report shows: every keep and the latest ones, parsed in full."""
         return self._select("seq > ? OR decision = 'keep'", (seq,), light=False)
 
+    def from_source(self, source: str) -> list[Trial]:
+        """Trials whose hypothesis came from `source` (e.g. the transfer check's re-runs)."""
+        return self._select("source = ?", (source,))
+
     def with_job_state(self, *states: str) -> list[Trial]:
         marks = ", ".join("?" for _ in states)
         return self._select(f"job_state IN ({marks})", states)

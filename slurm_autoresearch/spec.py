@@ -284,6 +284,16 @@ class FidelitySection(_Section):
     promote_when: Literal["better", "top"] = "better"  # better: only those beating the incumbent's screen
 
 
+class ValidateSection(_Section):
+    """The transfer check: when the run ends, the best `top` keeps (and the baseline) run again at
+    `steps`, and the reports say whether their ranking held. A short search budget favours fast
+    starters; this asks whether the winners still win with longer training."""
+
+    top: Annotated[int, Field(ge=0, le=20)] = 0  # 0: no transfer check
+    steps: PositiveInt | None = None  # required with top; above the search's full_steps
+    seeds: Annotated[int, Field(ge=1, le=10)] = 1  # runs of each at `steps`
+
+
 class PlaybookSection(_Section):
     persist: bool = False
 
@@ -340,6 +350,8 @@ class TaskSpec(_Section):
     decide: DecideSection = DecideSection()
     noise: NoiseSection = NoiseSection()
     fidelity: FidelitySection = FidelitySection()
+    # `[validate]` in task.toml; `validate` itself is a (deprecated) pydantic method's name
+    transfer: ValidateSection = Field(ValidateSection(), alias="validate")
     playbook: PlaybookSection = PlaybookSection()
     monitor: MonitorSection = MonitorSection()
     early_stop: EarlyStopSection = EarlyStopSection()
@@ -365,6 +377,12 @@ class TaskSpec(_Section):
             raise ValueError(
                 f"[fidelity] screen_steps ({self.fidelity.screen_steps}) must be below full_steps "
                 f"({self.full_steps})"
+            )
+        check = self.transfer
+        if check.top and (check.steps is None or check.steps <= self.full_steps):
+            raise ValueError(
+                f"[validate] steps ({check.steps}) must be set above the search's full steps "
+                f"({self.full_steps}) when [validate] top is set: the check re-runs at a longer budget"
             )
         stop = self.early_stop
         if stop.metric and stop.goal is None and stop.metric != self.metric.name:

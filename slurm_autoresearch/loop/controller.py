@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .. import transfer
 from ..errors import BaselineError, LockLostError
 from ..executors import Executor
 from ..ledger import Ledger
@@ -33,6 +34,7 @@ from .recovery import recover
 from .referee import Referee
 from .state import RunState
 from .summarizer import RuleSummarizer, Summarizer
+from .transfer_check import start_transfer_check
 from .watcher import Watcher
 
 ENDING_CHECK_S = 0.25  # between polls, how often a nap looks whether a job has ended
@@ -160,7 +162,7 @@ class Controller:
                 self._take_reruns()
             else:
                 self._baseline()
-            self._loop(budgets=not reruns_only)
+            self._loop(searching=not reruns_only)
             run = self.state
             state = "stopped" if run.stopping.startswith("stopped") else "finished"
             reason = run.stopping or run.exhausted or "planner has nothing left to propose"
@@ -242,20 +244,23 @@ class Controller:
                 "before searching"
             )
 
-    def _loop(self, budgets: bool = True) -> None:
+    def _loop(self, searching: bool = True) -> None:
         while True:
             self._tick()
-            if not self.state.stopping and budgets:
+            if not self.state.stopping and searching:
                 self.state.check_budget()
             self.planning.fill()
             if self.executor.live() == 0 and not self.state.may_plan():
                 self.referee.settle()  # a last partial round, confirmations that will not come
-                if self.executor.live() == 0:
+                if self.executor.live() == 0 and not (searching and self._transfer()):
                     return
             if self.executor.live() == 0 and self.planning.paused():
                 self.sleep(max(0.0, min(self.planning.paused_until - self.clock(), 60.0)))
                 continue
             self._nap()
+
+    def _transfer(self) -> bool:
+        return start_transfer_check(self.spec, self.ledger, self.state, self.referee, self.log)
 
     def _nap(self) -> None:
         """Until the next poll, or sooner: when the scheduler is due another look, when a job ends
@@ -320,6 +325,9 @@ class Controller:
                 spent = float(meta.get("rerun_seconds") or 0.0) + now - float(meta.get("rerun_since") or now)
                 self.ledger.set_meta(state=state, end_reason=reason, rerun_seconds=spent, rerun_since=None)
             self.ledger.event(now, "run-" + state, reason)
+            check = transfer.of_run(self.ledger.trials(), self.spec)
+            if check is not None:
+                self.log(check.line())
             self.records.run()
             best = self.state.incumbent
             summary = (

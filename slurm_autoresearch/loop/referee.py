@@ -189,8 +189,9 @@ class Referee:
         return rows
 
     def runs(
-        self, trial: Trial, n: int, steps: int, kind: TrialKind, why: str, request: str = ""
+        self, trial: Trial, n: int, steps: int, kind: TrialKind, why: str, request: str = "", source: str = ""
     ) -> list[Trial]:
+        """n runs of the trial's commit with new seeds at `steps`, started as one batch."""
         used = [
             t.seed for t in self.ledger.runs_of(trial.commit) if steps_of(t, self.spec.budget.steps) == steps
         ]
@@ -199,7 +200,7 @@ class Referee:
         hypothesis = Hypothesis(
             title=f"{kind.value} of {trial.id}: {trial.title}"[:200],
             rationale=why,
-            source=kind.value,
+            source=source or kind.value,
             extra={"request": request} if request else {},
         )
         rows = [

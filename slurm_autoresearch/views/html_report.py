@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import budget, evidence, fidelity
+from .. import budget, evidence, fidelity, transfer
 from ..evidence import Rule
 from ..executors import sandbox
 from ..rundir import RunDir, atomic_write_text
@@ -149,6 +149,11 @@ def _header(
                     "for the same hypotheses at full budget",
                 )
             )
+    check = transfer.verdict(trials, goal, baseline.steps or 0) if baseline is not None else None
+    if check is not None:
+        facts.append(("transfer check", check.line()))
+    elif meta.get("transfer_skipped"):
+        facts.append(("transfer check", f"not run: {meta['transfer_skipped']}"))
     hint = budget.time_limit_hint(trials, meta.get("trial_minutes"))
     if hint:
         facts.append(("hint", hint))

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import budget, evidence, fidelity
+from .. import budget, evidence, fidelity, transfer
 from ..executors.sandbox import describe
 from ..monitor import tail
 from ..outcome import Outcome
@@ -163,6 +163,12 @@ def write_run_report(rundir: RunDir, spec: TaskSpec, ledger: Ledger, *, plot: bo
             f"{saved.gpu_hours:.3f} GPU-hours ({saved.slot_hours:.3f} slot-hours) spent vs "
             f"{saved.full_budget_gpu_hours:.3f} ({saved.full_budget_slot_hours:.3f}) at full budget"
         )
+    check = transfer.of_run(trials, spec)
+    if check is not None:
+        lines.append(f"- {check.line()}")
+    elif spec.transfer.top:
+        why = meta.get("transfer_skipped") or "the run has not reached it"
+        lines.append(f"- transfer check at {spec.transfer.steps} steps: not run ({why})")
     if baseline is not None and baseline.metric is not None and best is not None and best.metric is not None:
         delta = best.metric - baseline.metric
         lines.append(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .. import budget, evidence, fidelity
+from .. import budget, evidence, fidelity, transfer
 from ..errors import TaskError
 from ..evidence import Rule
 from ..ledger import Ledger
@@ -177,9 +177,25 @@ def status_document(
             },
         },
         "hints": hints(ledger, meta),
+        "transfer": _transfer(ledger, meta, baseline),
         "trials": [trial_fields(t) for t in shown],
         **({"trials_total": tally["trials"]} if limit is not None else {}),
     }
+
+
+def _transfer(ledger: Ledger, meta: dict[str, Any], baseline: Trial | None) -> dict[str, Any] | None:
+    """`[validate]`'s transfer check: its verdict, why it did not run, or None (not asked for, or
+    not reached yet). Reads the check's rows and the runs of their commits, not every trial."""
+    checks = ledger.from_source(transfer.SOURCE)
+    if not checks:
+        return {"skipped": meta["transfer_skipped"]} if meta.get("transfer_skipped") else None
+    rows = {t.id: t for t in [*ledger.measured(*{t.commit for t in checks}), *checks]}
+    found = transfer.verdict(
+        rows.values(), meta.get("goal") or "max", (baseline.steps if baseline else 0) or 0
+    )
+    if found is None:
+        return {"running": sum(1 for t in checks if t.decision is None)}
+    return found.to_dict()
 
 
 def hints(ledger: Ledger, meta: dict[str, Any]) -> list[str]:
