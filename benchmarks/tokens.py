@@ -1,6 +1,6 @@
 """Planner input tokens per call over a real run with the Claude planner against the fake Messages API.
 
-    python benchmarks/tokens.py [--trials 200] [--parallel 4] [--keep DIR] [--plain-fake]
+    python benchmarks/tokens.py [--trials 200] [--parallel 4] [--keep DIR] [--plain-fake] [--curves]
 
 A synthetic task in a temp git repo: config.toml holds KEYS numeric keys and a near-instant
 train.py prints `score` as the sum of their logarithms, so the fake planner's proposals (scale one
@@ -11,6 +11,9 @@ reports prompt-cache reads and writes. The fake here remembers every title it pr
 (--plain-fake: only those in the prompt, so it soon repeats old ideas). Then the ledger's planner
 calls are read back. Prints the tokens at calls 1, 10, 50, 100 and the last, mean and max, the
 cached share after the first call, and last/10th (about 1 when the prompt stays flat).
+--curves: train.py also prints 21 progress lines of training and validation loss (validation
+turning up at a step that depends on the score), so every trial has a curve digest and the
+prompt carries its curve lines.
 """
 
 from __future__ import annotations
@@ -46,6 +49,25 @@ cfg = tomllib.load(open("config.toml", "rb"))
 print("---")
 print(f"score: {sum(math.log(v) for v in cfg.values() if isinstance(v, float) and v > 0):.6f}")
 '''
+
+TRAIN_CURVES = '''\
+"""Synthetic training with curves: 21 progress lines, validation turning up where the score says."""
+import math, tomllib
+cfg = tomllib.load(open("config.toml", "rb"))
+score = sum(math.log(v) for v in cfg.values() if isinstance(v, float) and v > 0)
+turn = 200 + 600 / (1 + math.exp(-score))
+for step in range(0, 1001, 50):
+    val = 0.5 + 0.5 * math.exp(-step / 150) + 0.0004 * max(0.0, step - turn)
+    print(f"step {step}/1000 loss {0.2 + math.exp(-step / 300):.4f} val_loss {val:.4f}")
+print("---")
+print(f"score: {score:.6f}")
+'''
+
+CURVES = """
+[curves]
+val = "val_loss"
+val_goal = "min"
+"""
 
 TASK = """\
 [task]
@@ -114,14 +136,15 @@ def remember_titles(fake: ModuleType) -> None:
     fake.plan = plan  # type: ignore[attr-defined]
 
 
-def synthetic_repo(root: Path, trials: int, parallel: int) -> Path:
+def synthetic_repo(root: Path, trials: int, parallel: int, curves: bool = False) -> Path:
     """A committed git repo with the synthetic task; returns its task.toml."""
     root.mkdir(parents=True)
-    (root / "train.py").write_text(TRAIN)
+    (root / "train.py").write_text(TRAIN_CURVES if curves else TRAIN)
     # Floats (not ints): the fake writes scaled floats back with three significant digits. A comment
     # between keys lets git merge changes of neighbouring keys (combinations) without a conflict.
     (root / "config.toml").write_text("".join(f"# knob {i}\nk{i:02d} = 1.0\n" for i in range(1, KEYS + 1)))
-    (root / "task.toml").write_text(TASK.format(trials=trials, parallel=parallel))
+    task = TASK.format(trials=trials, parallel=parallel) + (CURVES if curves else "")
+    (root / "task.toml").write_text(task)
     commit_repo(root, "synthetic task")
     return root / "task.toml"
 
@@ -190,6 +213,7 @@ def main() -> int:
     parser.add_argument(
         "--plain-fake", action="store_true", help="the fake as is: it forgets titles older than the prompt"
     )
+    parser.add_argument("--curves", action="store_true", help="train.py prints curves: digests in the prompt")
     args = parser.parse_args()
     module = fake_module()
     if not args.plain_fake:
@@ -199,7 +223,8 @@ def main() -> int:
     os.environ.update(ANTHROPIC_BASE_URL=fake.url, ANTHROPIC_API_KEY="sk-ant-bench-not-a-real-key-000")
     root = args.keep or Path(tempfile.mkdtemp(prefix="ara-tokens-"))
     try:
-        ledger_path, ended, wall = run(synthetic_repo(root / "repo", args.trials, args.parallel))
+        task = synthetic_repo(root / "repo", args.trials, args.parallel, args.curves)
+        ledger_path, ended, wall = run(task)
         ledger = Ledger.open(ledger_path, readonly=True)
         try:
             trials, calls = ledger.trials(), ledger.calls()
@@ -215,6 +240,12 @@ def main() -> int:
     print(f"planner calls: {len(planner)} ({sum(1 for c in planner if c['error'])} with errors)")
     if planner:
         show_calls(planner)
+    asked = fake.calls("propose_hypotheses")
+    if args.curves and asked:  # the curve lines under the history's trials, as the last call sent them
+        sent = [m.get("content") for m in asked[-1]["body"].get("messages", [])]
+        texts = [c if isinstance(c, str) else "\n".join(b.get("text", "") for b in c) for c in sent]
+        lines = [line for text in texts for line in text.splitlines() if line.startswith("  curve ")]
+        print(f"curve lines in the last call: {len(lines)}, longest {max(map(len, lines), default=0)} chars")
     if args.keep:
         print(f"kept: {ledger_path.parent}")
     return 0

@@ -435,7 +435,7 @@ def watch(run: str | None, interval: float, once: bool, root: Path | None) -> No
 @click.argument("trial")
 @root_option
 def show(run: str, trial: str, root: Path | None) -> None:
-    """One trial of RUN: hypothesis, decision, diff, job, outcome and log tail."""
+    """One trial of RUN: hypothesis, decision, learning curves, diff, job, outcome and log tail."""
     from .outcome import JobState, Outcome
     from .rundir import find_run
     from .task import read_spec

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 CURVE_FILE = "curve.json"
 READ_LIMIT = 256 * 1024  # bytes read per look; a log that grew more than this loses older points
 MAX_POINTS = 2000  # kept per curve; denser curves are thinned by halves
+END_READ_LIMIT = 2 << 20  # bytes of a finished log read for its digest: the first and last MiB
 _NUMBER = r"([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|inf(?:inity)?))"
 _STEP = re.compile(r"\bstep[\s=:]+(\d+)", re.I)
 
@@ -32,12 +33,59 @@ def progress_pattern(metric: str) -> re.Pattern[str]:
 
 
 def parse_points(text: str, pattern: re.Pattern[str]) -> list[Point]:
-    points = []
+    return parse_series(text, [pattern])[0]
+
+
+def parse_series(text: str, patterns: list[re.Pattern[str]]) -> list[list[Point]]:
+    """One curve per pattern from the same progress lines, in one pass over the text (ara's own
+    `[ara]` notes are not the training's)."""
+    series: list[list[Point]] = [[] for _ in patterns]
     for line in text.splitlines():
-        step, value = _STEP.search(line), pattern.search(line)
-        if step and value:
-            points.append((int(step.group(1)), float(value.group(1))))
-    return points
+        step = _STEP.search(line)
+        if not step or line.startswith("[ara] "):
+            continue
+        for points, pattern in zip(series, patterns, strict=True):
+            value = pattern.search(line)
+            if value:
+                points.append((int(step.group(1)), float(value.group(1))))
+    return series
+
+
+def last_run(points: list[Point]) -> list[Point]:
+    """The points after the last time the step went back (a retried or requeued job's log holds
+    every attempt; only the last one's curve is the trial's)."""
+    start = 0
+    for i in range(1, len(points)):
+        if points[i][0] < points[i - 1][0]:
+            start = i
+    return points[start:]
+
+
+def read_ends(log: Path, limit: int = END_READ_LIMIT) -> str:
+    """A finished log's text, at most `limit` bytes: all of it, or its first and last halves (the
+    start of a curve and its end; the middle of a huge log is skipped, cut at whole lines)."""
+    try:
+        with log.open("rb") as fh:
+            size = fh.seek(0, 2)
+            fh.seek(0)
+            if size <= limit:
+                return fh.read().decode("utf-8", errors="replace")
+            head = fh.read(limit // 2)
+            fh.seek(size - limit // 2)
+            tail = fh.read(limit // 2)
+    except OSError:
+        return ""
+    head = head[: head.rfind(b"\n") + 1]
+    tail = tail[tail.find(b"\n") + 1 :]
+    return (head + tail).decode("utf-8", errors="replace")
+
+
+def finished(log: Path, names: list[str]) -> list[list[Point]]:
+    """The curves of a finished job's log, one per name ("" reads none), from a bounded read,
+    each of the job's last attempt."""
+    wanted = [name for name in names if name]
+    found = iter(parse_series(read_ends(log), [progress_pattern(n) for n in wanted]) if wanted else [])
+    return [last_run(next(found)) if name else [] for name in names]
 
 
 def at(curve: list[Point], step: int) -> float | None:

@@ -329,6 +329,21 @@ class EarlyStopSection(_Section):
     diverge: Annotated[float, Field(ge=0.0)] = 4.0  # a "min" metric above this x its best (0: off)
 
 
+_CURVE_NAME = r"^[A-Za-z0-9_./-]*$"
+
+
+class CurvesSection(_Section):
+    """The learning curves a trial's digest reads from its progress lines (`step 200 loss 0.52`,
+    `step 200 val_loss 0.41`): a few points, the best validation step and shape flags, shown to the
+    planner, the summarizer and the reports."""
+
+    train: Annotated[str, Field(pattern=_CURVE_NAME, max_length=40)] = "loss"  # "": no training curve
+    train_goal: Literal["max", "min"] = "min"
+    # None: [early_stop] metric when set, else the task's metric; "": no validation curve
+    val: Annotated[str, Field(pattern=_CURVE_NAME, max_length=40)] | None = None
+    val_goal: Literal["max", "min"] | None = None  # that metric's goal when it is the same name
+
+
 class TrackingSection(_Section):
     """W&B for each trial's `wandb.init()`: offline files in the trial directory (`ara sync`
     uploads them), straight to W&B when the nodes have internet, or disabled."""
@@ -355,6 +370,7 @@ class TaskSpec(_Section):
     playbook: PlaybookSection = PlaybookSection()
     monitor: MonitorSection = MonitorSection()
     early_stop: EarlyStopSection = EarlyStopSection()
+    curves: CurvesSection = CurvesSection()
     controller: ControllerSection = ControllerSection()
     tracking: TrackingSection = TrackingSection()
     sandbox: SandboxSection = SandboxSection()
@@ -395,6 +411,27 @@ class TaskSpec(_Section):
     @property
     def early_stop_goal(self) -> str:
         return self.early_stop.goal or self.metric.goal
+
+    @property
+    def curves_val(self) -> str:
+        """The validation curve's name: [curves] val, else [early_stop] metric, else the metric's."""
+        val = self.curves.val
+        return val if val is not None else (self.early_stop.metric or self.metric.name)
+
+    @property
+    def curves_val_goal(self) -> str:
+        if self.curves.val_goal is not None:
+            return self.curves.val_goal
+        return self.early_stop_goal if self.curves_val == self.early_stop.metric else self.metric.goal
+
+    @model_validator(mode="after")
+    def _curve_goals(self) -> TaskSpec:
+        val = self.curves_val
+        if val and self.curves.val_goal is None and val not in (self.metric.name, self.early_stop.metric):
+            raise ValueError(
+                f'[curves] val {val!r} needs its direction: set [curves] val_goal to "max" or "min"'
+            )
+        return self
 
     @property
     def full_steps(self) -> int:

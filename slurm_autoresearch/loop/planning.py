@@ -12,10 +12,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from ..digest import Digest
+from ..digest import read as read_digest
 from ..hypothesis import Hypothesis
 from ..ledger import Ledger
 from ..planners import PlanContext, Planner
 from ..planners.base import PlannerUnavailable, history
+from ..planners.prompt import CURVE_TRIALS, RECENT_TRIALS
 from ..playbook import Playbook
 from ..rundir import RunDir
 from ..task import Task
@@ -111,6 +114,7 @@ class Planning:
         self.paused_until = 0.0
         self.guidance_offset = 0
         self.files: tuple[str, dict[str, str]] | None = None  # the incumbent's editable files
+        self._digests: dict[str, Digest] = {}  # decided trials' curve digests, read once
         self.cpu_s = 0.0  # the planner's own CPU time (its thread), for the overhead benchmark
         self.wake = threading.Event()  # set when an answer arrives: the loop need not sleep on
         self._pool: ThreadPoolExecutor | None = None
@@ -340,9 +344,10 @@ class Planning:
             notes.append(f"GPU-hours {limit.gpu_hours - used:.2f} of {limit.gpu_hours:g} left.")
         if limit.llm_usd:
             notes.append(f"LLM dollars {limit.llm_usd - self.ledger.llm_totals()[0]:.2f} left.")
+        rows = history(trials)
         return PlanContext(
             self.task,
-            history(trials),
+            rows,
             replace(parent, holdout=None),
             files,
             left,
@@ -350,4 +355,21 @@ class Planning:
             playbook=self.playbook.initial,
             budget_note=" ".join(notes),
             queued=tuple(a.hypothesis for a in self.ready),
+            digests=self.digests(rows),
         )
+
+    def digests(self, rows: list[Trial]) -> dict[str, Digest]:
+        """The curve digests of the latest rows the prompt shows that have one: at most
+        RECENT_TRIALS small files read per call, fewer once decided trials' digests are cached."""
+        found: dict[str, Digest] = {}
+        for t in reversed(rows[-RECENT_TRIALS:]):
+            d = self._digests.get(t.id)
+            if d is None:
+                d = read_digest(self.rundir.trial_dir(t.id))
+                if d is not None and t.decision is not None:
+                    self._digests[t.id] = d  # a decided trial's digest no longer changes
+            if d is not None:
+                found[t.id] = d
+                if len(found) == CURVE_TRIALS:
+                    break
+        return found

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..digest import DIGEST_FILE
 from ..executors import Executor
 from ..executors.base import JobSpec
 from ..ledger import Ledger
@@ -27,6 +28,7 @@ from ..workspace import Workspace
 from .jobs import Jobs
 from .referee import Referee
 from .state import RunState
+from .watcher import keep_digest
 
 
 def recover(
@@ -62,10 +64,14 @@ def recover(
         if trial.state is TrialState.WAITING:
             workspace.release(trial.id)
             waiting.append(trial.id)
+            if not (rundir.trial_dir(trial.id) / DIGEST_FILE).exists():
+                keep_digest(spec, rundir.trial_dir(trial.id))  # written by a controller of before
             continue
         if trial.state is TrialState.DONE:
             workspace.release(trial.id)
             if not (rundir.trial_dir(trial.id) / "report.md").exists():
+                if trial.job_id and not (rundir.trial_dir(trial.id) / DIGEST_FILE).exists():
+                    keep_digest(spec, rundir.trial_dir(trial.id))
                 outcome = Outcome.read(
                     rundir.trial_dir(trial.id) / "outcome.json",
                     missing_state=JobState.LOST,

@@ -18,6 +18,7 @@ from dataclasses import asdict
 
 from .. import fidelity
 from ..decide import Verdict, failed, judge, learning
+from ..digest import read as read_digest
 from ..evidence import noise, steps_of, values
 from ..executors.sandbox import UNPROTECTED
 from ..hypothesis import Hypothesis
@@ -281,7 +282,8 @@ class Referee:
         lesson = learning(trial, outcome, verdict, previous, self.spec.metric.name)
         summary, learned = "", lesson
         if trial.kind.is_hypothesis() or trial.kind is TrialKind.PROMOTE:
-            judgement = self.models.summarizer().judge(trial, outcome, verdict, previous, lesson)
+            curve = read_digest(self.rundir.trial_dir(trial.id))
+            judgement = self.models.summarizer().judge(trial, outcome, verdict, previous, lesson, curve)
             self.models.flush(role="summarizer")
             # Guardrail: the summarizer may veto a keep, never keep what the metric did not earn;
             # and never the baseline's, which is what everything else is compared with.
@@ -297,7 +299,7 @@ class Referee:
                 )
                 lesson = learning(trial, outcome, verdict, previous, self.spec.metric.name)
             summary = judgement.summary
-            learned = judgement.learning if judgement.by != "rules" else lesson
+            learned = judgement.learning  # the rules' is the lesson, with what the curve says
         evidence = dict(verdict.evidence or {})
         if verdict.decision is Decision.KEEP and previous is not None:
             flag = self._holdout_flag(trial, previous, verdict)

@@ -2,8 +2,9 @@
 
 While a trial runs it returns a health check (ok, diverging, stalled, crashed) and an action
 (continue, cancel); when the trial ends, keep-or-revert advice with a reason, a one-paragraph
-summary and one learning line. Without a key, rules alone answer; with one, the model reads the
-scrubbed log tail and the metric comparison.
+summary and one learning line. Without a key, rules alone answer (a curve digest's flags join the
+learning line); with one, the model reads the scrubbed log tail, the metric comparison and the
+curve digest.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from ..decide import Verdict
+from ..digest import Digest
 from ..llm import LLM, LLMUnavailable, scrub
 from ..outcome import Outcome
 from ..spec import TaskSpec
@@ -49,7 +51,13 @@ class Summarizer(Protocol):
     def check(self, trial: Trial, tail: str, rule: str) -> Check: ...
 
     def judge(
-        self, trial: Trial, outcome: Outcome, verdict: Verdict, incumbent: Trial | None, learning: str
+        self,
+        trial: Trial,
+        outcome: Outcome,
+        verdict: Verdict,
+        incumbent: Trial | None,
+        learning: str,
+        curve: Digest | None = None,
     ) -> Judgement: ...
 
 
@@ -69,11 +77,21 @@ class RuleSummarizer:
         return Check(Health.CRASHED, "continue", rule, self.name)  # the process ends by itself
 
     def judge(
-        self, trial: Trial, outcome: Outcome, verdict: Verdict, incumbent: Trial | None, learning: str
+        self,
+        trial: Trial,
+        outcome: Outcome,
+        verdict: Verdict,
+        incumbent: Trial | None,
+        learning: str,
+        curve: Digest | None = None,
     ) -> Judgement:
         advice = "keep" if verdict.decision is Decision.KEEP else "revert"
         metric = f"{self.spec.metric.name} {outcome.metric:.6g}" if outcome.has_metric else "no metric"
         summary = f"{trial.title}: job {outcome.state.value}, {metric}; {verdict.reason}."
+        note = curve.note() if curve is not None else ""
+        if note:  # only where a flag says something: a clean curve adds nothing to the lesson
+            summary += f" Curve: {note}."
+            learning = f"{learning}; curve: {note}"
         return Judgement(advice, verdict.reason, summary, learning, self.name)
 
 
@@ -165,9 +183,15 @@ class ClaudeSummarizer:
         return Check(Health(data["health"]), data["action"], _text(data.get("note"), 200) or rule, self.name)
 
     def judge(
-        self, trial: Trial, outcome: Outcome, verdict: Verdict, incumbent: Trial | None, learning: str
+        self,
+        trial: Trial,
+        outcome: Outcome,
+        verdict: Verdict,
+        incumbent: Trial | None,
+        learning: str,
+        curve: Digest | None = None,
     ) -> Judgement:
-        fallback = self.rules.judge(trial, outcome, verdict, incumbent, learning)
+        fallback = self.rules.judge(trial, outcome, verdict, incumbent, learning, curve)
         metric = self.spec.metric
         beats = verdict.decision is Decision.KEEP
         user = "\n".join(
@@ -180,6 +204,7 @@ class ClaudeSummarizer:
                 f"{outcome.metric if outcome.has_metric else 'none'}; incumbent "
                 f"{incumbent.metric if incumbent else 'none'}; margin {metric.min_delta:g}",
                 f"Beats the incumbent by the margin: {'yes' if beats else 'no'}",
+                *([f"Learning curves (value@step): {curve.line()}"] if curve is not None else []),
                 "LOG TAIL",
                 scrub(outcome.log_tail)[-4000:],
             ]

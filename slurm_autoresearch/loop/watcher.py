@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from ..curve import Curves
+from .. import digest
+from ..curve import Curves, finished
 from ..curve import load as load_curve
 from ..curve import save as save_curve
 from ..executors import Executor
@@ -21,6 +22,21 @@ from .models import Models
 from .records import RunLog
 from .referee import Referee
 from .state import RunState
+
+
+def keep_digest(spec: TaskSpec, trial_dir: Path) -> None:
+    """A finished job's curves, read bounded from its log, as digest.json (no curve: none)."""
+    curves = spec.curves
+    train, val = finished(trial_dir / LOG_FILE, [curves.train, spec.curves_val])
+    summary = digest.summarize(
+        train,
+        val,
+        train_name=curves.train,
+        train_goal=curves.train_goal,
+        val_name=spec.curves_val,
+        val_goal=spec.curves_val_goal,
+    )
+    digest.write(trial_dir, summary)
 
 
 class Watcher:
@@ -174,7 +190,9 @@ class Watcher:
         return self._refs[1]
 
     def _end_curve(self, trial: Trial) -> None:
-        """A job ended: the rest of its curve is read and kept for the trials that race it later."""
+        """A job ended: its digest is written for the planner, the summarizer and the reports; the
+        rest of its racing curve is read and kept for the trials that race it later."""
+        keep_digest(self.spec, self.rundir.trial_dir(trial.id))
         if self.curves is None:
             return
         self.curves.read(trial.id, self.rundir.trial_dir(trial.id) / LOG_FILE, limit=8 << 20)

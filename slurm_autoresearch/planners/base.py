@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from ..digest import Digest
 from ..hypothesis import Hypothesis
 from ..task import Task
 from ..trial import Trial, TrialKind
@@ -23,6 +25,8 @@ class PlanContext:
     playbook: str = ""  # as the run began (earlier runs' learnings included): stable, cacheable
     budget_note: str = ""  # other budgets left, in words (GPU-hours, dollars)
     queued: tuple[Hypothesis, ...] = ()  # planned earlier, waiting for a slot: not to be proposed again
+    # The curve digests of the latest trials that have one (bounded: see prompt.CURVE_TRIALS).
+    digests: Mapping[str, Digest] = field(default_factory=dict)
 
 
 def history(trials: list[Trial]) -> list[Trial]:

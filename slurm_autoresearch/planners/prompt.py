@@ -9,6 +9,7 @@ from ..trial import Decision, Trial
 from .base import PlanContext
 
 RECENT_TRIALS = 15  # trials shown one line each; older ones are summarized in a few lines
+CURVE_TRIALS = 8  # the latest of those with a curve digest get its line too (at most ~80 tokens each)
 OLDER_KEPT = 5
 OLDER_LEARNINGS = 8
 FILES_BUDGET_BYTES = 200_000  # editable files beyond this are listed by name only
@@ -88,7 +89,16 @@ def history_text(ctx: PlanContext) -> str:
         if kept:
             lines.append("Kept earlier, in order: " + "; ".join(f"{t.id} {t.title[:60]}" for t in kept))
         lines += [f"- {learning[:120]}" for learning in learnings]
-    lines += [_line(t, metric) for t in recent]
+    with_curve = [t.id for t in recent if t.id in ctx.digests][-CURVE_TRIALS:]
+    if with_curve:
+        lines.append(
+            "'curve' lines: a trial's validation curve as value@step with its best, training's "
+            "first->last, and flags read from their shapes."
+        )
+    for t in recent:
+        lines.append(_line(t, metric))
+        if t.id in with_curve:
+            lines.append("  " + ctx.digests[t.id].line())
     return "\n".join(lines)
 
 

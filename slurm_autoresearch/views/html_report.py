@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import budget, evidence, fidelity, transfer
+from ..digest import read as read_digest
 from ..evidence import Rule
 from ..executors import sandbox
 from ..rundir import RunDir, atomic_write_text
@@ -264,6 +265,10 @@ def _details(rundir: RunDir, t: Trial, full: Trial | None) -> str:
         parts.append(f"<p><b>Holdout:</b> {t.holdout:.6g}</p>")
     if t.learning:
         parts.append(f"<p><b>Learning:</b> {escape(t.learning)}</p>")
+    # Curves only where the page embeds details (the latest and kept trials): one small file each.
+    curve = read_digest(rundir.trial_dir(t.id)) if full is not None and t.job_id else None
+    if curve is not None:
+        parts.append(f'<p class="curve"><b>Curves:</b> {escape(curve.line())}</p>')
     if full is not None:
         parts.append(_diff(rundir.trial_dir(t.id) / "patch.diff"))
     return "".join(parts)

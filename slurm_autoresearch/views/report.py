@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import budget, evidence, fidelity, transfer
+from ..digest import Digest
+from ..digest import read as read_digest
 from ..executors.sandbox import describe
 from ..monitor import tail
 from ..outcome import Outcome
@@ -108,6 +110,9 @@ def trial_report(rundir: RunDir, spec: TaskSpec, trial: Trial, outcome: Outcome 
             lines.append("- other metrics: " + ", ".join(f"{k} {v:.6g}" for k, v in sorted(other.items())))
     if trial.summary:
         lines += ["", "## Summary", "", markdown(trial.summary)]
+    curve = read_digest(tdir)
+    if curve is not None:
+        lines += ["", "## Learning curves", "", *_curve_lines(curve)]
     lines += ["", "## Hypothesis", "", markdown(h.rationale) or "(no rationale given)"]
     if h.expected:
         lines += ["", f"Expected: {markdown(h.expected)}"]
@@ -204,11 +209,39 @@ def write_run_report(rundir: RunDir, spec: TaskSpec, ledger: Ledger, *, plot: bo
             "",
             *_kept_lines(kept_changes(trials), meta.get("best_branch")),
         ]
+    flagged = _flagged(rundir, trials)
+    if flagged:
+        lines += ["", "## Learning curves that say something", "", *flagged]
     learnings = [f"- {t.id} {_md(t.learning)}" for t in trials if t.learning]
     if learnings:
         lines += ["", "## Learnings", "", *learnings]
     atomic_write_text(rundir.report, "\n".join(lines) + "\n")
     return rundir.report
+
+
+def _curve_lines(curve: Digest) -> list[str]:
+    """A digest in report.md: numbers and fixed words only (names are the task file's, cleaned)."""
+    lines = [f"- flags: {', '.join(curve.flags)} ({curve.note()})" if curve.flags else "- flags: none"]
+    for role, series in (("validation", curve.val), ("training", curve.train)):
+        if series is None:
+            continue
+        better = "lower" if series.goal == "min" else "higher"
+        best = f"; best {series.best[1]:.4g} at step {series.best[0]}" if series.best else ""
+        points = " ".join(f"{v:.4g}@{s}" for s, v in series.points)
+        lines.append(
+            f"- {role} `{series.name}` ({better} is better, {series.count} points): `{points}`{best}"
+        )
+    return lines
+
+
+def _flagged(rundir: RunDir, trials: list[Trial]) -> list[str]:
+    """One line per trial whose curve digest has flags."""
+    lines = []
+    for t in trials:
+        curve = read_digest(rundir.trial_dir(t.id)) if t.job_id else None
+        if curve is not None and curve.flags:
+            lines.append(f"- [{t.id}](trials/{t.id}/report.md) ({t.decision or t.state}): `{curve.line()}`")
+    return lines
 
 
 def _kept_lines(kept: list[Kept], branch: str | None) -> list[str]:
