@@ -64,9 +64,10 @@ def test_submit_status_show_report_stop(toy_repo: Path) -> None:
         "fidelity",
         "counts",
         "hints",
+        "transfer",
         "trials",
     }
-    assert doc["decisions"]["rule"] == "min_delta" and doc["fidelity"] is None and doc["hints"] == []
+    assert doc["decisions"]["rule"] == "min_delta" and doc["fidelity"] is None and doc["hints"] == [] and doc["transfer"] is None
     assert set(doc["trials"][0]) >= {
         "id",
         "state",
