@@ -325,7 +325,7 @@ class Controller:
                 spent = float(meta.get("rerun_seconds") or 0.0) + now - float(meta.get("rerun_since") or now)
                 self.ledger.set_meta(state=state, end_reason=reason, rerun_seconds=spent, rerun_since=None)
             self.ledger.event(now, "run-" + state, reason)
-            check = transfer.of_run(self.ledger.trials(), self.spec)
+            check = transfer.of_run(self.ledger.trials(), self.spec) if self.spec.transfer.top else None
             if check is not None:
                 self.log(check.line())
             self.records.run()

@@ -18,8 +18,10 @@ def start_transfer_check(
     """Once per run: its best keeps and the baseline again at the longer budget. True when it
     started runs (the loop then waits for them); a stopping run says why it did not."""
     check = spec.transfer
+    if not check.top or check.steps is None:
+        return False  # before reading the ledger: every run without [validate] ends through here
     trials = ledger.trials()
-    if not check.top or check.steps is None or any(t.source == transfer.SOURCE for t in trials):
+    if any(t.source == transfer.SOURCE for t in trials):
         return False
     if not state.may_run_more():
         ledger.set_meta(transfer_skipped=state.stopping)
