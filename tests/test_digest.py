@@ -79,6 +79,14 @@ def test_unstable_oscillations_and_spikes() -> None:
     assert flags(one_spike, []) == ()  # one bad batch is not instability
 
 
+def test_a_nan_is_diverged_and_the_swings_before_it_are_unstable_too() -> None:
+    smooth = [*decay(1.0, 300, 0.3)[:15], (750, math.nan)]
+    assert flags(smooth, []) == ("diverged",)  # no warning before the blow-up: a guard is the fix
+    zigzag = [(s, 1.0 - 0.0005 * s + 0.2 * (-1) ** i) for i, s in enumerate(STEPS[:15])]
+    swung = summarize([*zigzag, (750, math.nan)], [])
+    assert swung is not None and swung.flags == ("diverged", "unstable") and swung.diverged_at == 750
+
+
 def test_early_peak_and_the_training_gap() -> None:
     train = [(s, 0.1 + math.exp(-s / 300)) for s in STEPS]
     val = [(s, v + 0.0006 * max(0, s - 300)) for s, v in decay(0.5, 100, 0.5, noise=0.003, seed=4)]
