@@ -1,13 +1,17 @@
 """Decisions under noise: what each keep rule keeps when no change matters, and when one does.
 
-    python benchmarks/decisions.py [--trials 50] [--runs 10] [--effect 4] [--sigma 0.01]
-                                   [--rules default,plain,repeats5]
+    python benchmarks/decisions.py [--trials 50] [--runs 10] [--effect 2] [--sigma 0.01]
+                                   [--noise normal|t3] [--rules default,plain,repeats5]
 
-A synthetic task: the metric is 0.5 + effect * trick + Gaussian noise (sd sigma) drawn from the
-config file's text, the seed and the steps, so any change reshuffles it like a real code change.
-Hypotheses are backlog ideas that each set one no-op key; in the effect runs one of them (at a
-seeded random position) sets `trick`, worth `effect` sigmas. Runs the real `ara submit` on the
-local executor with the offline planner, then reads the ledger. Prints its figures.
+A synthetic task: the metric is 0.5 + effect * trick + noise of sd sigma drawn from the config
+file's text, the seed and the steps, so any change reshuffles it like a real code change. The noise
+is Gaussian, or with --noise t3 Student's t with 3 degrees of freedom scaled to the same sd (heavy
+tails: about one run in 70 lies over 3 sd out, where Gaussian noise puts one in 370). Hypotheses are
+backlog ideas that each set one no-op key; in the effect runs one of them (at a seeded random
+position) sets `trick`, worth `effect` sigmas. Runs the real `ara submit` on the local executor with
+the offline planner, then reads the ledger. Prints its figures: keeps, jobs, and job-seconds (the
+GPU-seconds the same jobs would hold at one GPU each). Copied into an older checkout, it measures
+that checkout's rules (README, "Decisions under noise", has both).
 """
 
 from __future__ import annotations
@@ -32,7 +36,10 @@ text = open("config.toml", "rb").read()
 cfg = tomllib.loads(text.decode())
 key = text + os.environ.get("ARA_SEED", "0").encode() + os.environ.get("ARA_STEPS", "0").encode()
 rng = random.Random(hashlib.sha256(key).hexdigest())
-value = 0.5 + cfg["effect"] * cfg["sigma"] * bool(cfg.get("trick")) + rng.gauss(0, cfg["sigma"])
+noise = rng.gauss(0, 1)
+if cfg["noise"] == "t3":  # Student's t, 3 dof, over its sd sqrt(3)
+    noise /= (sum(rng.gauss(0, 1) ** 2 for _ in range(3)) / 3) ** 0.5 * 3 ** 0.5
+value = 0.5 + cfg["effect"] * cfg["sigma"] * bool(cfg.get("trick")) + cfg["sigma"] * noise
 open("pred.txt", "w").write(repr(value))
 '''
 
@@ -53,11 +60,12 @@ def synthetic_repo(
     real_at: int | None = None,
     decide: str = "",
     parallel: int = 2,
+    noise: str = "normal",
 ) -> Path:
     """A git repo with the synthetic task; returns its task.toml."""
     root.mkdir(parents=True)
     keys = "".join(f"k{i} = 0\n" for i in range(1, ideas + 1))
-    config = f"salt = {salt}\nsigma = {sigma}\neffect = {effect}\ntrick = false\n{keys}"
+    config = f'salt = {salt}\nsigma = {sigma}\nnoise = "{noise}"\neffect = {effect}\ntrick = false\n{keys}'
     (root / "train.py").write_text(TRAIN)
     (root / "evaluate.py").write_text(EVALUATE)
     (root / "config.toml").write_text(config)
@@ -107,13 +115,13 @@ wandb = "off"
     return root / "task.toml"
 
 
-NOISE_RULE = "[noise]\nrepeats = 5\n"  # [decide] rule = "auto" -> noise; level 0.01, confirm 4
-DEFAULT_RULE = ""  # ara's defaults: [noise] repeats = 3 -> the noise rule, level 0.01, confirm 4
+NOISE_RULE = "[noise]\nrepeats = 5\n"  # [decide] rule = "auto" -> the noise rule's race
+DEFAULT_RULE = ""  # ara's defaults: [noise] repeats = 3 -> the race, level 0.02, up to 12 runs
 PLAIN_RULE = '[noise]\nrepeats = 1\n[decide]\nrule = "min_delta"\n'  # min_delta = 0: any improvement
 RULES = {"default": DEFAULT_RULE, "repeats5": NOISE_RULE, "plain": PLAIN_RULE}
 NAMES = {
-    "default": "the defaults (repeats 3, level 0.01, confirm 4)",
-    "repeats5": "noise-aware (repeats 5, level 0.01, confirm 4)",
+    "default": "the defaults (repeats 3; a race at 1, 2, 4, 8, 12 runs, level 0.02)",
+    "repeats5": "noise-aware (repeats 5; the race)",
     "plain": "plain min_delta = 0, single runs",
 }
 
@@ -122,13 +130,18 @@ def keeps(trials: list[Trial]) -> list[Trial]:
     return [t for t in trials if t.decision is Decision.KEEP and t.kind is not TrialKind.BASELINE]
 
 
+def job_seconds(trials: list[Trial]) -> float:
+    return sum(t.elapsed or 0.0 for t in trials if t.job_id)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=50, help="hypotheses incl. the baseline (noise runs)")
     parser.add_argument("--runs", type=int, default=10, help="seeded runs with a real effect")
     parser.add_argument("--effect-ideas", type=int, default=15, help="hypotheses in each effect run")
-    parser.add_argument("--effect", type=float, default=4.0, help="the real effect, in sigmas")
+    parser.add_argument("--effect", type=float, default=2.0, help="the real effect, in sigmas")
     parser.add_argument("--sigma", type=float, default=0.01)
+    parser.add_argument("--noise", choices=("normal", "t3"), default="normal")
     parser.add_argument(
         "--rules",
         default="default,plain",
@@ -137,25 +150,33 @@ def main() -> int:
     args = parser.parse_args()
     rules = args.rules.split(",")
     tmp = Path(tempfile.mkdtemp(prefix="ara-decisions-"))
-    print(f"synthetic task, noise sd {args.sigma}; runs under {tmp}")
+    print(f"synthetic task, {args.noise} noise of sd {args.sigma}; runs under {tmp}")
 
     for name in rules:
         start = time.time()
         trials = submit(
             synthetic_repo(
-                tmp / f"noise-{name}", ideas=args.trials - 1, salt=1, sigma=args.sigma, decide=RULES[name]
+                tmp / f"noise-{name}",
+                ideas=args.trials - 1,
+                salt=1,
+                sigma=args.sigma,
+                decide=RULES[name],
+                noise=args.noise,
             )
         )
         kept = keeps(trials)
         jobs = sum(1 for t in trials if t.job_id)
+        base = sum(1 for t in trials if t.kind is TrialKind.REPEAT and t.of == "T0001")
         confirmations = sum(1 for t in trials if t.kind is TrialKind.REPEAT and t.of != "T0001")
         print(
             f"pure noise, {args.trials} trials, {NAMES[name]}: kept {len(kept)} "
-            f"({', '.join(t.id for t in kept) or 'none'}); {jobs} jobs ({confirmations} confirmation runs), "
+            f"({', '.join(t.id for t in kept) or 'none'}); {jobs} jobs ({base} more baseline runs, "
+            f"{confirmations} other repeats), {job_seconds(trials):.1f} job-seconds, "
             f"{time.time() - start:.0f} s"
         )
 
     found = jobs_total = 0
+    seconds = 0.0
     rng = random.Random(2026)
     print(f"effect runs with {NAMES[rules[0]]}:")
     for i in range(args.runs):
@@ -170,21 +191,25 @@ def main() -> int:
                 effect=args.effect,
                 real_at=real_at,
                 decide=RULES[rules[0]],
+                noise=args.noise,
             )
         )
-        jobs_total += sum(1 for t in trials if t.job_id)
+        jobs = sum(1 for t in trials if t.job_id)
+        jobs_total += jobs
+        seconds += job_seconds(trials)
         kept = keeps(trials)
         real = [t for t in kept if "trick" in t.title]
         found += bool(real)
         others = [t.id for t in kept if "trick" not in t.title]
+        runs = len((real[0].evidence or {}).get("candidate") or []) if real else 0
         print(
             f"effect run {i + 1}: real idea at position {real_at} "
-            f"{'kept as ' + real[0].id if real else 'NOT kept'}; other keeps: {others or 'none'}; "
-            f"{sum(1 for t in trials if t.job_id)} jobs, {time.time() - start:.0f} s"
+            f"{f'kept as {real[0].id} on {runs} runs' if real else 'NOT kept'}; other keeps: "
+            f"{others or 'none'}; {jobs} jobs, {time.time() - start:.0f} s"
         )
     print(
         f"real effect of {args.effect:g} sd kept in {found} of {args.runs} seeded runs "
-        f"({jobs_total} jobs in all)"
+        f"({jobs_total} jobs, {seconds:.1f} job-seconds in all)"
     )
     return 0
 

@@ -157,15 +157,72 @@ def running_best(trials: Iterable[Trial], goal: str) -> list[tuple[int, float]]:
     return points
 
 
-def compare(candidate: list[float], incumbent: list[float], noise_: Noise, spec: TaskSpec) -> Comparison:
+def compare(
+    candidate: list[float], incumbent: list[float], noise_: Noise, spec: TaskSpec, level: float | None = None
+) -> Comparison:
+    """The candidate's runs against the incumbent's; the noise rule tests at `level` (a look's share
+    of `[decide] level`, see `looks`)."""
     goal = spec.metric.goal
     delta = improvement(statistics.fmean(candidate), statistics.fmean(incumbent), goal)
     floor = spec.metric.min_delta
     if spec.noise_rule and noise_.sigma:  # a spread of 0 tests nothing: single runs, min_delta
         se = noise_.sigma * math.sqrt(1 / len(candidate) + 1 / len(incumbent))
-        margin = max(floor, t_quantile(1 - spec.decide.level, noise_.dof) * se)
+        at = spec.decide.level if level is None else level
+        margin = max(floor, t_quantile(1 - at, noise_.dof) * se)
         return Comparison(candidate, incumbent, delta, margin, se, noise_.sigma, noise_.dof, "noise")
     return Comparison(candidate, incumbent, delta, floor, None, noise_.sigma, noise_.dof, "min_delta")
+
+
+OFF_SD = 3.0  # a run this many sd from the median of its commit's other runs looks off
+
+
+def thin_noise(spread: Noise, runs: list[float], target_dof: int) -> str:
+    """Why the incumbent wants more seeds ("" when it does not): the spread has fewer than
+    `target_dof` degrees of freedom, or one of its runs lies over OFF_SD sd from the others' median
+    (a heavy tail: that run sways the mean every candidate is compared with)."""
+    if spread.sigma is None or spread.dof < target_dof:
+        return f"noise estimate: dof {spread.dof} < {target_dof}"
+    if len(runs) >= 3:
+        for i, value in enumerate(runs):
+            others = statistics.median(runs[:i] + runs[i + 1 :])
+            if abs(value - others) > OFF_SD * spread.sigma:
+                return f"noise estimate: a run {value:.6g} lies over {OFF_SD:g} sd from the others"
+    return ""
+
+
+def looks(max_runs: int) -> list[int]:
+    """The candidate's run counts at which it is judged: 1, 2, 4, ... doubling, then max_runs."""
+    counts, n = [], 1
+    while n < max_runs:
+        counts.append(n)
+        n *= 2
+    return [*counts, max_runs]
+
+
+def look_level(level: float, max_runs: int) -> float:
+    """Each keep look's share of `level`: a keep needs two runs, so the looks from the second on
+    split it evenly, and by the union bound a change that does nothing is kept with chance at
+    most `level` over all its looks, however they depend on each other. One run alone
+    (max_runs 1, `confirm = 0`) is tested at `level`."""
+    return level / max(len(looks(max_runs)) - 1, 1)
+
+
+def without_luckiest(
+    candidate: list[float], incumbent: list[float], goal: str
+) -> list[tuple[list[float], list[float]]]:
+    """The runs again, less the one run that helps the candidate most on either side (its best,
+    or the incumbent's worst): a keep must survive both, so one outlier run cannot decide alone."""
+    best, worst = (max, min) if goal == "max" else (min, max)
+    out = []
+    if len(candidate) >= 2:
+        rest = list(candidate)
+        rest.remove(best(candidate))
+        out.append((rest, incumbent))
+    if len(incumbent) >= 2:
+        rest = list(incumbent)
+        rest.remove(worst(incumbent))
+        out.append((candidate, rest))
+    return out
 
 
 @dataclass(frozen=True)
@@ -182,6 +239,7 @@ class Rule:
     steps: int  # budget.steps: the default of rows without steps
     full_steps: int
     screen_steps: int
+    race: bool = False  # the sequential rule (`confirm` = most extra runs); runs before it: False
 
     @classmethod
     def of(cls, spec: TaskSpec) -> Rule:
@@ -195,6 +253,7 @@ class Rule:
             steps=spec.budget.steps,
             full_steps=spec.full_steps,
             screen_steps=spec.fidelity.screen_steps,
+            race=True,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -202,16 +261,22 @@ class Rule:
 
 
 def overview(trials: list[Trial], rule: Rule, incumbent: Trial | None) -> dict[str, Any]:
-    """The decision rule in numbers: the spread, and the margin one new run must beat."""
+    """The decision rule in numbers: the spread, and the margin one new run (or, racing, two) must
+    beat."""
     steps = rule.full_steps
     spread = noise(trials, steps, rule.steps)
     runs = values(trials, incumbent.commit, steps, rule.steps) if incumbent else []
     margin: float | None = rule.min_delta
+    margin_two: float | None = None
     noise_rule = rule.noise and not spread.unmeasurable and spread.sigma is not None
+    racing = rule.race and rule.confirm > 0
     if noise_rule and runs:
         assert spread.sigma is not None  # noise_rule
-        se = spread.sigma * math.sqrt(1 + 1 / len(runs))
-        margin = max(rule.min_delta, t_quantile(1 - rule.level, spread.dof) * se)
+        level = look_level(rule.level, rule.confirm + 1) if rule.race else rule.level
+        need = t_quantile(1 - level, spread.dof) * spread.sigma
+        margin = None if racing else max(rule.min_delta, need * math.sqrt(1 + 1 / len(runs)))
+        if racing:
+            margin_two = max(rule.min_delta, need * math.sqrt(1 / 2 + 1 / len(runs)))
     elif noise_rule:
         margin = None
     return {
@@ -225,16 +290,20 @@ def overview(trials: list[Trial], rule: Rule, incumbent: Trial | None) -> dict[s
         "incumbent_runs": len(runs),
         "incumbent_mean": statistics.fmean(runs) if runs else None,
         "margin_one_run": margin,
+        "looks": looks(rule.confirm + 1) if racing and rule.noise else None,
+        "margin_two_runs": margin_two,
     }
 
 
 def describe(o: dict[str, Any]) -> str:
     """An overview in one line of words, for the terminal and both reports."""
-    how = (
-        f"noise rule, one-sided test at level {o['level']:g}, confirm {o['confirm']}"
-        if o["rule"] == "noise"
-        else f"min_delta {o['min_delta']:g}"
-    )
+    if o["rule"] != "noise":
+        how = f"min_delta {o['min_delta']:g}"
+    elif o.get("looks"):
+        shown = ", ".join(str(n) for n in o["looks"])
+        how = f"noise rule, a race judged at {shown} runs, level {o['level']:g} over all looks"
+    else:
+        how = f"noise rule, one-sided test at level {o['level']:g}, confirm {o['confirm']}"
     if o.get("unmeasurable"):
         return (
             f"NOISE CANNOT BE MEASURED: {o['dof'] + o['groups']} runs of {o['groups']} commit(s) with "
@@ -246,8 +315,10 @@ def describe(o: dict[str, Any]) -> str:
         if o["sigma"] is not None
         else "spread unmeasured"
     )
-    margin = o["margin_one_run"]
+    margin, two = o["margin_one_run"], o.get("margin_two_runs")
     need = f"; one new run must beat the best by {margin:.4g}" if margin is not None else ""
+    if two is not None:
+        need = f"; two new runs must beat the best by {two:.4g}, even without the luckier"
     return f"{how}; {spread} at {o['steps']} steps from {o['repeats']} baseline seed(s){need}"
 
 

@@ -258,13 +258,14 @@ class ModelsSection(_Section):
 
 class DecideSection(_Section):
     by: Literal["rules", "summarizer"] = "rules"
-    # noise: keep when the improvement passes a one-sided test at `level` against the measured
-    # spread (never less than min_delta); min_delta: the fixed margin alone; auto: noise once
-    # [noise] repeats >= 2, else min_delta.
+    # noise: a race against the incumbent, one-sided tests against the measured spread (never
+    # less than min_delta) at 1, 2, 4, ... runs; min_delta: the fixed margin on single runs;
+    # auto: noise once [noise] repeats >= 2, else min_delta.
     rule: Literal["auto", "noise", "min_delta"] = "auto"
-    level: Annotated[float, Field(gt=0, lt=0.5)] = 0.01
-    confirm: Annotated[int, Field(ge=0, le=20)] = 4  # new-seed re-runs of a promising candidate
-    promising: Annotated[float, Field(ge=0)] = 1.0  # standard errors of improvement worth confirming
+    # The chance that a change that does nothing is kept, over all its looks (union bound): 1 in 50.
+    level: Annotated[float, Field(gt=0, lt=0.5)] = 0.02
+    confirm: Annotated[int, Field(ge=0, le=49)] = 11  # most new-seed runs of a candidate; 0: single runs
+    promising: Annotated[float, Field(ge=0)] = 0.5  # more runs while t >= promising x log2(runs)
     jump: Annotated[float, Field(ge=0)] = 2.0  # metric ratio over the incumbent that needs confirming
     simplicity: bool = True  # a tie within the margin keeps a candidate whose diff removes lines
 
@@ -272,6 +273,7 @@ class DecideSection(_Section):
 class NoiseSection(_Section):
     repeats: Annotated[int, Field(ge=1, le=50)] = 3  # baseline runs with seeds seed..seed+k-1
     seed: Annotated[int, Field(ge=0)] = 0  # ARA_SEED of every trial's first run
+    dof: Annotated[int, Field(ge=0, le=100)] = 8  # more incumbent seeds in free slots below this dof
 
 
 class FidelitySection(_Section):

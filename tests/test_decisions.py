@@ -15,7 +15,7 @@ from benchmarks.decisions import DEFAULT_RULE, NOISE_RULE, PLAIN_RULE, synthetic
 from slurm_autoresearch import fidelity
 from slurm_autoresearch.decide import judge, net_lines
 from slurm_autoresearch.errors import BaselineError
-from slurm_autoresearch.evidence import noise, t_quantile
+from slurm_autoresearch.evidence import look_level, looks, noise, t_quantile
 from slurm_autoresearch.executors.sandbox import probe
 from slurm_autoresearch.hypothesis import Hypothesis
 from slurm_autoresearch.ledger import Ledger
@@ -96,35 +96,68 @@ def test_noise_is_pooled_over_commits_with_repeats_at_one_step_budget() -> None:
     assert noise(trials[:1], 5, spec).sigma is None
 
 
-def test_judge_keeps_confirms_discards_and_prefers_the_simpler() -> None:
-    spec = _spec(repeats=5)
-    base = [
-        _t(i, "base", v, decision=Decision.REPEAT) for i, v in enumerate([0.50, 0.51, 0.49, 0.50, 0.50], 1)
-    ]
+def _runs(commit: str, values: list[float], first: int) -> list[Trial]:
+    return [_t(first + i, commit, v, decision=Decision.REPEAT) for i, v in enumerate(values)]
+
+
+def test_looks_double_to_the_most_runs_and_share_the_level() -> None:
+    assert looks(12) == [1, 2, 4, 8, 12] and looks(1) == [1] and looks(8) == [1, 2, 4, 8]
+    assert look_level(0.02, 12) == pytest.approx(0.005) and look_level(0.02, 1) == 0.02
+
+
+def test_judge_races_keeps_drops_and_prefers_the_simpler() -> None:
+    spec = _spec(repeats=5)  # the defaults: level 0.02 over looks at 1, 2, 4, 8, 12 runs
+    base = _runs("base", [0.50, 0.51, 0.49, 0.50, 0.50], 1)
     inc = base[0]
     inc.decision = Decision.KEEP
-    # sigma ~0.0071 with 4 dof: one run needs about 3.75 * 0.0071 * sqrt(1.2) = 0.029
+    # one run far ahead is not kept alone: it earns a second
     big = _t(10, "big", 0.56, state=TrialState.WAITING, decision=None)
     verdict = judge(big, [*base, big], inc, spec)
+    assert verdict.decision is None and verdict.confirm == 1 and verdict.race == 0
+    assert "racing" in verdict.reason and verdict.evidence["look_level"] == pytest.approx(0.005)  # type: ignore[index]
+    verdict = judge(big, [*base, big, *_runs("big", [0.555], 20)], inc, spec)
     assert verdict.decision is Decision.KEEP and verdict.evidence["rule"] == "noise"  # type: ignore[index]
-    assert verdict.evidence["margin"] == pytest.approx(0.029, abs=0.003)  # type: ignore[index]
-    small = _t(11, "small", 0.515, state=TrialState.WAITING, decision=None)
-    verdict = judge(small, [*base, small], inc, spec)
-    assert verdict.decision is None and verdict.confirm == 4 and "confirming" in verdict.reason
-    assert judge(small, [*base, small], inc, spec, confirm=False).decision is Decision.DISCARD
-    confirmed = [
-        small,
-        *(_t(20 + i, "small", v, decision=Decision.REPEAT) for i, v in enumerate([0.50, 0.51, 0.50, 0.505])),
-    ]
-    verdict = judge(small, [*base, *confirmed], inc, spec)
-    assert verdict.decision is Decision.DISCARD and len(verdict.evidence["candidate"]) == 5  # type: ignore[index]
-    tie = _t(12, "tie", 0.499, state=TrialState.WAITING, decision=None)
+    assert len(verdict.evidence["candidate"]) == 2  # type: ignore[index]
+    # one lucky run cannot decide: the mean passes, but not without that run
+    lucky = _t(11, "lucky", 0.60, state=TrialState.WAITING, decision=None)
+    spread = [r for k in range(5) for r in _runs(f"o{k}", [0.50, 0.51, 0.49, 0.50, 0.50], 100 + 10 * k)]
+    verdict = judge(lucky, [*base, *spread, lucky, *_runs("lucky", [0.505], 30)], inc, spec)
+    assert verdict.decision is None and verdict.confirm == 2
+    evidence = verdict.evidence or {}
+    assert evidence["delta"] > evidence["margin"] and min(evidence["without_luckiest"]) < 0
+    # a candidate behind the incumbent is dropped at once; one ahead races on
+    behind = _t(12, "behind", 0.495, state=TrialState.WAITING, decision=None)
+    verdict = judge(behind, [*base, behind], inc, spec)
+    assert verdict.decision is Decision.DISCARD and "unpromising" in verdict.reason
+    small = _t(13, "small", 0.515, state=TrialState.WAITING, decision=None)
+    assert judge(small, [*base, small], inc, spec).decision is None
+    verdict = judge(small, [*base, small], inc, spec, confirm=False)
+    assert verdict.decision is Decision.DISCARD and "no more jobs may start" in verdict.reason
+    # at the last look it is decided on all its runs
+    many = _runs("small", [0.50, 0.51, 0.50, 0.505, 0.50, 0.51, 0.50, 0.505, 0.50, 0.51, 0.50], 40)
+    verdict = judge(small, [*base, small, *many], inc, spec)
+    assert verdict.decision is Decision.DISCARD and "after 12 runs" in verdict.reason
+    # a tie that removes code is kept
+    tie = _t(14, "tie", 0.499, state=TrialState.WAITING, decision=None)
     patch = "--- a/train.py\n+++ b/train.py\n-a\n-b\n+c\n"
     assert net_lines(patch) == -1
     verdict = judge(tie, [*base, tie], inc, spec, patch)
     assert verdict.decision is Decision.KEEP and "simpler (-1 lines)" in verdict.reason
     plain = _spec('\n[decide]\nrule = "min_delta"\n', repeats=5)
     assert judge(small, [*base, small], inc, plain).decision is Decision.KEEP  # min_delta 0: any gain
+    single = _spec("\n[decide]\nconfirm = 0\n", repeats=5)  # one run, tested at the whole level
+    assert judge(big, [*base, big], inc, single).decision is Decision.KEEP
+
+
+def test_the_incumbent_is_raced_to_as_many_runs_as_the_candidate() -> None:
+    spec = _spec(repeats=2)
+    base = _runs("base", [0.50, 0.51], 1)
+    inc = base[0]
+    inc.decision = Decision.KEEP
+    cand = _t(10, "cand", 0.51, state=TrialState.WAITING, decision=None)
+    others = _runs("other", [0.49, 0.50, 0.51, 0.50], 20)  # dof from other commits
+    verdict = judge(cand, [*base, *others, cand, *_runs("cand", [0.52, 0.515, 0.52], 30)], inc, spec)
+    assert verdict.decision is None and verdict.confirm == 4 and verdict.race == 6  # both to 8 runs
 
 
 def test_a_jump_over_the_incumbent_is_confirmed_before_it_is_kept() -> None:
@@ -177,7 +210,8 @@ def test_pure_noise_the_noise_rule_keeps_nothing_the_plain_rule_keeps_several(tm
     _, plain, _ = _run(synthetic_repo(tmp_path / "plain", ideas=19, salt=1, decide=PLAIN_RULE))
     assert len(_keeps(noisy)) <= 1 < len(_keeps(plain))
     base = [t for t in noisy if t.of == "T0001"]
-    assert [t.seed for t in base] == [1, 2, 3, 4] and all(t.decision is Decision.REPEAT for t in base)
+    assert [t.seed for t in base[:4]] == [1, 2, 3, 4] and all(t.decision is Decision.REPEAT for t in base)
+    assert {t.source for t in base[4:]} <= {"race", "noise"}  # later seeds: raced, or idle slots
     assert noisy[0].evidence and len(noisy[0].evidence["candidate"]) == 5
     assert all(t.state is TrialState.DONE and t.decision for t in noisy + plain)
     assert sum(1 for t in noisy if t.kind.is_hypothesis()) == 20  # budget.trials counts hypotheses
@@ -186,7 +220,8 @@ def test_pure_noise_the_noise_rule_keeps_nothing_the_plain_rule_keeps_several(tm
 def test_by_default_the_baseline_runs_three_seeds_and_the_noise_rule_decides(tmp_path: Path) -> None:
     rundir, trials, _ = _run(synthetic_repo(tmp_path / "default", ideas=3, salt=3, decide=DEFAULT_RULE))
     base = [t for t in trials if t.of == "T0001"]
-    assert [t.seed for t in base] == [1, 2] and all(t.kind is TrialKind.REPEAT for t in base)
+    assert [t.seed for t in base[:2]] == [1, 2] and all(t.kind is TrialKind.REPEAT for t in base)
+    assert [t.source for t in base[:2]] == ["repeat", "repeat"]  # the first array's noise estimate
     assert all(t.evidence and t.evidence["rule"] == "noise" for t in trials if t.kind is TrialKind.HYPOTHESIS)
     ledger = Ledger.open(rundir.ledger, readonly=True)
     doc = status_document(rundir, ledger)
@@ -226,16 +261,19 @@ def test_a_small_real_effect_is_confirmed_and_kept(tmp_path: Path) -> None:
     (real,) = [t for t in trials if "trick" in t.title and t.kind is TrialKind.HYPOTHESIS]
     assert real.decision is Decision.KEEP
     runs = real.evidence["candidate"]  # type: ignore[index]
-    assert len(runs) in (1, 5) and real.evidence["rule"] == "noise"  # type: ignore[index]
-    confirmations = [t for t in trials if t.of == real.id]
-    assert len(runs) == 1 + len(confirmations)
+    assert len(runs) in (2, 4, 8, 12) and real.evidence["rule"] == "noise"  # type: ignore[index]
+    confirmations = [t for t in trials if t.of == real.id and t.source == "repeat"]
+    assert len(runs) == 1 + len(confirmations)  # later runs of it race other candidates
     ledger = Ledger.open(rundir.ledger, readonly=True)
     doc = status_document(rundir, ledger)
     ledger.close()
     assert doc["decisions"]["rule"] == "noise" and doc["decisions"]["sigma"] > 0
-    assert doc["decisions"]["margin_one_run"] > 0 and doc["incumbent"]["trial"] == real.id
+    assert doc["decisions"]["margin_one_run"] is None  # no single run keeps
+    assert doc["decisions"]["margin_two_runs"] > 0 and doc["incumbent"]["trial"] == real.id
+    assert doc["decisions"]["looks"] == [1, 2, 4, 8, 12]
     report = rundir.report.read_text()
-    assert "noise rule, one-sided test at level 0.01" in report and "run-to-run sd" in report
+    assert "a race judged at 1, 2, 4, 8, 12 runs, level 0.02 over all looks" in report
+    assert "run-to-run sd" in report and "two new runs must beat the best by" in report
 
 
 def _ideas(*ideas: tuple[str, str]) -> str:
@@ -507,3 +545,21 @@ def test_combinations_git_cannot_merge_do_not_count_toward_crash_limit(tmp_path:
         limit, ledger.spending(limit.crash_limit), elapsed_s=0
     )
     ledger.close()
+
+
+def test_slots_left_idle_add_incumbent_seeds_while_the_spread_has_few_dof(tmp_path: Path) -> None:
+    """The batch schedule leaves slots idle while a round's last jobs run: the incumbent gets seeds
+    there until the spread has `[noise] dof`, beside the round, and never past it."""
+    task = synthetic_repo(tmp_path / "batch", ideas=6, salt=5, decide="[noise]\nrepeats = 2\ndof = 5\n")
+    task.write_text(task.read_text().replace("[run]\n", '[run]\nschedule = "batch"\n'))
+    train = task.parent / "train.py"  # idea 1 is slow: its round's other slot idles meanwhile
+    train.write_text(train.read_text() + 'import time\ntime.sleep(2.0 if cfg.get("k1") else 0.0)\n')
+    commit_all(task.parent, "batch schedule, a slow idea")
+    _, trials, lines = _run(task)
+    filled = [t for t in trials if t.source == "noise"]
+    assert filled and all(t.of == "T0001" and t.kind is TrialKind.REPEAT for t in filled), lines
+    assert all(t.hypothesis.rationale.startswith("noise estimate: dof ") for t in filled)
+    assert any("in free slots" in line for line in lines)
+    assert all(t.state is TrialState.DONE and t.decision for t in trials)
+    runs_before = [t for t in trials if t.commit == trials[0].commit and t.seq < filled[-1].seq]
+    assert len(runs_before) - 1 < 5 + 1  # it stopped adding once the dof reached 5

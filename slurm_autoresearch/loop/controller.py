@@ -250,6 +250,9 @@ class Controller:
             if not self.state.stopping and searching:
                 self.state.check_budget()
             self.planning.fill()
+            free = self.executor.capacity - self.executor.live()
+            if free > 0 and searching and self.state.may_plan() and not self.planning.busy():
+                self.referee.add_noise_runs(free)  # slots the planner left idle
             if self.executor.live() == 0 and not self.state.may_plan():
                 self.referee.settle()  # a last partial round, confirmations that will not come
                 if self.executor.live() == 0 and not (searching and self._transfer()):

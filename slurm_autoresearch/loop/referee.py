@@ -19,7 +19,7 @@ from dataclasses import asdict
 from .. import fidelity
 from ..decide import Verdict, failed, judge, learning
 from ..digest import read as read_digest
-from ..evidence import noise, steps_of, values
+from ..evidence import noise, steps_of, thin_noise, values
 from ..executors.sandbox import UNPROTECTED
 from ..hypothesis import Hypothesis
 from ..ledger import Ledger
@@ -119,6 +119,10 @@ class Referee:
             parent = self.ledger.trial(trial.of or "")
             if parent is not None and parent.state is TrialState.WAITING:
                 self.judge(parent)
+            incumbent = self.state.incumbent
+            ran_incumbent = incumbent is not None and trial.commit == incumbent.commit
+            if ran_incumbent and parent is not None and parent.state is TrialState.DONE:
+                self._judge_waiting()  # candidates racing the incumbent waited for this run
             return
         if verdict is not None:
             if trial.kind is TrialKind.BASELINE and self._pending(trial):
@@ -139,8 +143,55 @@ class Referee:
         )
         if verdict.decision is None:
             self.repeat(trial, verdict.confirm, verdict.reason)
+            self._race(trial, verdict.race)
             return
         self.decide(trial, verdict, outcome)
+
+    def _race(self, trial: Trial, n: int) -> None:
+        """n more runs of the incumbent at the trial's steps, less those already under way (another
+        candidate may be racing it too): a candidate is compared with as many incumbent runs."""
+        incumbent = self.state.incumbent
+        if incumbent is None or n <= 0:
+            return
+        steps = steps_of(trial, self.spec.budget.steps)
+        n -= len(self._incumbent_runs_under_way(steps))
+        if n > 0:
+            rows = self.runs(incumbent, n, steps, TrialKind.REPEAT, f"racing {trial.id}", source="race")
+            self.log(f"{incumbent.id} racing {trial.id}: {n} more seed(s) {', '.join(r.id for r in rows)}")
+
+    def _incumbent_runs_under_way(self, steps: int) -> list[Trial]:
+        incumbent = self.state.incumbent
+        if incumbent is None:
+            return []
+        return [
+            t
+            for t in self.ledger.runs_of(incumbent.commit)
+            if t.kind.is_evidence() and t.state is not TrialState.DONE
+            and steps_of(t, self.spec.budget.steps) == steps
+        ]
+
+    def add_noise_runs(self, free: int) -> int:
+        """Seeds of the incumbent in slots nothing else wants, while the spread has few degrees of
+        freedom or the incumbent's runs look off (one far from the rest): the estimate every later
+        decision leans on earns its dof beside other work, not before it. Returns the runs started."""
+        incumbent = self.state.incumbent
+        if incumbent is None or free <= 0 or not self.spec.noise_rule or not self.state.may_run_more():
+            return 0
+        steps = self.spec.full_steps
+        trials = self.ledger.measured(incumbent.commit)
+        spread = noise(trials, steps, self.spec.budget.steps)
+        if spread.unmeasurable:
+            return 0  # seeds change nothing: more runs would repeat the value
+        runs = values(trials, incumbent.commit, steps, self.spec.budget.steps)
+        if len(runs) + len(self._incumbent_runs_under_way(steps)) >= self.spec.decide.confirm + 1:
+            return 0  # as many as any candidate gets
+        why = thin_noise(spread, runs, self.spec.noise.dof)
+        if not why:
+            return 0
+        n = min(free, self.spec.noise.dof - spread.dof) if spread.dof < self.spec.noise.dof else 1
+        rows = self.runs(incumbent, n, steps, TrialKind.REPEAT, why, source="noise")
+        self.log(f"{incumbent.id} {why}: {n} more seed(s) in free slots {', '.join(r.id for r in rows)}")
+        return len(rows)
 
     def settle(self) -> None:
         """Decide what waits on nothing any more: rounds that are complete (or will never be), and,
@@ -155,7 +206,14 @@ class Referee:
                     self.judge(trial)
 
     def _pending(self, trial: Trial) -> bool:
-        return self.ledger.awaits_evidence(trial.id)
+        """Its own re-runs are undecided, or (for a candidate) runs of the incumbent it is raced
+        against at its steps are still under way."""
+        if self.ledger.awaits_evidence(trial.id):
+            return True
+        incumbent = self.state.incumbent
+        if trial.kind is TrialKind.BASELINE or incumbent is None or incumbent.id == trial.id:
+            return False
+        return bool(self._incumbent_runs_under_way(steps_of(trial, self.spec.budget.steps)))
 
     def _baseline_verdict(self, trial: Trial) -> Verdict:
         trials = self.ledger.measured(trial.commit)

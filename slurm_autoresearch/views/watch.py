@@ -77,6 +77,8 @@ def render(doc: dict[str, Any]) -> RenderableType:
     rule = doc.get("decisions") or {}
     if rule.get("margin_one_run") is not None:
         best += f" (a new run must beat it by {rule['margin_one_run']:.4g}, {rule['rule']} rule)"
+    elif rule.get("margin_two_runs") is not None:
+        best += f" (two new runs must beat it by {rule['margin_two_runs']:.4g}, {rule['rule']} rule)"
     bars = Table.grid(padding=(0, 1))
     for row in (
         _bar("trials", budget["trials"]["used"], budget["trials"]["limit"], str(budget["trials"]["used"])),
