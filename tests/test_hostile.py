@@ -327,9 +327,9 @@ def _hostile_run(attacker: Attacker, executor: str, parallel: int) -> None:
     secrets = [v.encode() for v in scene.secrets.values()]
     roots = [scene.base, attacker.home, Path("/tmp"), Path("/dev/shm")]
     for path in _files(roots):
-        if path.stat().st_mtime < started - 60 and not str(path).startswith(str(scene.base)):
-            continue  # untouched since before the run
-        try:
+        try:  # /tmp is shared: other processes remove files while this scans
+            if path.stat().st_mtime < started - 60 and not str(path).startswith(str(scene.base)):
+                continue  # untouched since before the run
             data = path.read_bytes()
         except OSError:
             continue
