@@ -28,15 +28,16 @@ EXAMPLE = ROOT / "examples" / "mil-stain"
 ARA = [sys.executable, "-m", "slurm_autoresearch.cli"]
 
 
-def fresh_copy(dest: Path) -> Path:
-    shutil.copytree(EXAMPLE, dest / "mil-stain", ignore=shutil.ignore_patterns(".ara", "predictions.json"))
+def fresh_copy(dest: Path, example: Path = EXAMPLE) -> Path:
+    ignore = shutil.ignore_patterns(".ara", "predictions.json", "__pycache__")
+    shutil.copytree(example, dest / example.name, ignore=ignore)
     for args in (
         ["init", "-q"],
         ["add", "-A"],
         ["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "example"],
     ):
         subprocess.run(["git", *args], cwd=dest, check=True)
-    return dest / "mil-stain" / "task.toml"
+    return dest / example.name / "task.toml"
 
 
 def run(task: Path, settings: list[str]) -> dict:

@@ -277,13 +277,20 @@ class NoiseSection(_Section):
 
 
 class FidelitySection(_Section):
-    """Screen every hypothesis at screen_steps; re-run the best at full_steps, which alone can keep."""
+    """Screen every hypothesis at screen_steps; re-run the best at full_steps, which alone can keep.
+    `screen_steps = "auto"` is screen_steps = full_steps // 8 with auto = true (TaskSpec turns it)."""
 
     screen_steps: Annotated[int, Field(ge=0)] = 0  # 0: no screening
     full_steps: PositiveInt | None = None  # default: budget.steps
     promote: PositiveInt = 1  # per round of screened hypotheses
     round_size: Annotated[int, Field(ge=1)] = 4  # screened hypotheses compared with each other
     promote_when: Literal["better", "top"] = "better"  # better: only those beating the incumbent's screen
+    # Successive halving: a round's better half goes on at twice the steps, and so on, to `promote`
+    halving: bool = False
+    # Measure the job's start-up and per-step cost in the baseline's first array; screen only where
+    # the predicted saving per hypothesis reaches min_saving
+    auto: bool = False
+    min_saving: Annotated[float, Field(ge=0, lt=1)] = 0.1
 
 
 class ValidateSection(_Section):
@@ -385,6 +392,19 @@ class TaskSpec(_Section):
             raise ValueError("[surface] hidden files are read only by the frozen evaluation: set [task] eval")
         return self
 
+    @model_validator(mode="before")
+    @classmethod
+    def _auto_screen_steps(cls, data: Any) -> Any:
+        """`[fidelity] screen_steps = "auto"`: an eighth of the full budget, used where it pays."""
+        fid = data.get("fidelity") if isinstance(data, dict) else None
+        if not isinstance(fid, dict) or fid.get("screen_steps") != "auto":
+            return data
+        budget = data.get("budget")
+        full = fid.get("full_steps") or (budget.get("steps") if isinstance(budget, dict) else None)
+        if not isinstance(full, int) or isinstance(full, bool) or full < 2:
+            return data  # left to the checks of each key, which say what is wrong
+        return {**data, "fidelity": {**fid, "screen_steps": max(1, full // 8), "auto": True}}
+
     @model_validator(mode="after")
     def _decisions(self) -> TaskSpec:
         if self.decide.rule == "noise" and self.noise.repeats < 2:
@@ -396,6 +416,8 @@ class TaskSpec(_Section):
                 f"[fidelity] screen_steps ({self.fidelity.screen_steps}) must be below full_steps "
                 f"({self.full_steps})"
             )
+        if (self.fidelity.auto or self.fidelity.halving) and not self.fidelity.screen_steps:
+            raise ValueError('[fidelity] auto and halving need screen_steps: a number of steps, or "auto"')
         check = self.transfer
         if check.top and (check.steps is None or check.steps <= self.full_steps):
             raise ValueError(

@@ -225,7 +225,9 @@ class Controller:
                     trial, self.spec.noise.repeats - 1, full, TrialKind.REPEAT, "noise estimate"
                 )
             if self.spec.screening:
-                self.referee.runs(trial, 1, screen, TrialKind.REPEAT, "incumbent's screen score")
+                # with auto, this run and the seeds are what the cost model is fitted on
+                why = "start-up and per-step cost, " if self.spec.fidelity.auto else ""
+                self.referee.runs(trial, 1, screen, TrialKind.REPEAT, why + "incumbent's screen score")
         done = self.ledger.trials()[0]
         while done.decision is None:
             self._tick()  # a job that ended while no controller ran reports here

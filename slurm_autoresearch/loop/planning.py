@@ -270,7 +270,8 @@ class Planning:
     def _trial(self, ahead: Ahead, decided: set[str], index: int, rounds: int) -> tuple[Trial, Trial | None]:
         """The ledger row of a ready hypothesis, on the incumbent; and the incumbent it was planned
         on, when that is older (its edits are tried there if they no longer apply)."""
-        screen = self.spec.screening
+        plan = self.state.fidelity  # None: `auto` has not measured yet, so the full budget
+        screen = plan if plan is not None and plan.screen else None
         incumbent = self._parent()  # beside the baseline: the baseline, the incumbent-to-be
         assert incumbent.commit is not None
         h = ahead.hypothesis
@@ -292,10 +293,11 @@ class Planning:
             parent=incumbent.commit,
             parent_trial=incumbent.id,
             seed=self.spec.noise.seed,
-            steps=self.spec.fidelity.screen_steps if screen else self.spec.full_steps,
+            steps=screen.screen_steps if screen else self.spec.full_steps,
             fidelity="screen" if screen else "full",
-            # screened hypotheses are compared in rounds of round_size, whatever the slots
-            round=index // self.spec.fidelity.round_size + 1 if screen else rounds,
+            # screened hypotheses are compared in rounds of round_size, whatever the slots; those
+            # planned before `auto` decided ran at the full budget and are not counted
+            round=(index - screen.offset) // self.spec.fidelity.round_size + 1 if screen else rounds,
         )
         return trial, stale
 

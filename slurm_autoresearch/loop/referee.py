@@ -282,54 +282,91 @@ class Referee:
 
     # -- screening rounds -------------------------------------------------------------------
     def promote(self) -> None:
-        """Each complete round sends its best screened hypotheses on to the full budget."""
+        """Each complete round sends its best screened hypotheses on: to the full budget, or with
+        successive halving, its better half to twice the steps, rung by rung. With `auto`, the
+        plan is decided first, once the baseline's first array is measured."""
         if self.state.incumbent is None:
             return  # rounds screened beside the baseline wait for its screen score
+        if self.state.fidelity is None:
+            self._plan()
         trials = self.ledger.trials()
-        rounds: dict[int, list[Trial]] = {}
+        rounds: dict[int, list[Trial]] = {}  # a round's screened hypotheses: its first rung
+        rungs: dict[tuple[int, int], list[Trial]] = {}  # (round, steps): its climbers there
         for t in trials:
-            if t.kind is TrialKind.HYPOTHESIS and t.fidelity == "screen":
+            if t.fidelity != "screen":
+                continue
+            if t.kind is TrialKind.HYPOTHESIS:
                 rounds.setdefault(t.round, []).append(t)
+            elif t.kind is TrialKind.PROMOTE:
+                rungs.setdefault((t.round, steps_of(t, self.spec.budget.steps)), []).append(t)
         last = not self.state.may_plan()  # no more hypotheses: a partial round is complete
         for members in rounds.values():
-            waiting = [t for t in members if t.state is TrialState.WAITING]
-            if not waiting or any(t.state not in (TrialState.WAITING, TrialState.DONE) for t in members):
-                continue
             if len(members) < self.spec.fidelity.round_size and not last:
                 continue
-            self._promote_round(waiting, trials)
+            self._promote_round(members, trials)
+        for members in rungs.values():  # started together by the rung below: complete as they are
+            self._promote_round(members, trials)
 
-    def _promote_round(self, waiting: list[Trial], trials: list[Trial]) -> None:
-        incumbent = self.state.incumbent
+    def _plan(self) -> None:
+        """`auto`: whether to screen, decided once from the cost of the jobs measured so far (the
+        baseline's seeds and its run at screen_steps) and kept in the ledger for resumes."""
+        trials = self.ledger.trials()
+        offset = sum(1 for t in trials if t.kind is TrialKind.HYPOTHESIS)
+        plan = fidelity.choose_plan(self.spec, trials, offset)
+        self.state.fidelity = plan
+        self.ledger.set_meta(fidelity_plan=plan.to_dict())
+        self.ledger.event(self.clock(), "fidelity", plan.why)
+        self.log(f"fidelity: {plan.why}")
+
+    def _promote_round(self, members: list[Trial], trials: list[Trial]) -> None:
+        """One rung of one round, once all its jobs have ended: its best go on to the next rung
+        (the full budget unless halving has one between), judged against the incumbent's own runs
+        at the same steps where it has any (its screen score, or its own climb)."""
+        waiting = [t for t in members if t.state is TrialState.WAITING]
+        if not waiting or any(t.state not in (TrialState.WAITING, TrialState.DONE) for t in members):
+            return
+        incumbent, plan = self.state.incumbent, self.state.fidelity
         assert incumbent is not None
-        screen = values(trials, incumbent.commit, self.spec.fidelity.screen_steps, self.spec.budget.steps)
-        choice = fidelity.choose(waiting, screen, self.spec)
+        rule, full = self.spec.fidelity, self.spec.full_steps
+        steps = steps_of(waiting[0], self.spec.budget.steps)
+        measured = sum(1 for t in waiting if t.metric is not None)
+        halving = plan.halving if plan is not None else rule.halving
+        after = fidelity.next_rung(self.spec, measured, steps, halving)
+        bar = values(trials, incumbent.commit, steps, self.spec.budget.steps)
+        choice = fidelity.choose(waiting, bar, self.spec, keep=after.runs)
+        if len(choice.promoted) <= rule.promote:  # too few beat the incumbent to halve again
+            after = fidelity.next_rung(self.spec, len(choice.promoted), steps, halving=False)
         for trial in waiting:
             outcome = self.outcome_of(trial)
             reason = choice.reasons.get(trial.id, "screened out")
             if trial in choice.promoted and self.state.may_run_more():
-                row = self._promotion(trial)
-                verdict = Verdict(Decision.PROMOTED, f"{reason}; full budget as {row.id}")
+                row = self._promotion(trial, after.steps)
+                budget = "full budget" if after.steps >= full else f"{after.steps} steps"
+                verdict = Verdict(Decision.PROMOTED, f"{reason}; {budget} as {row.id}")
             elif trial in choice.promoted:
                 verdict = Verdict(Decision.DISCARD, f"{reason}, but no more jobs may start")
             else:
                 verdict = Verdict(Decision.DISCARD, reason)
             self.decide(trial, verdict, outcome)
 
-    def _promotion(self, trial: Trial) -> Trial:
+    def _promotion(self, trial: Trial, steps: int | None = None) -> Trial:
+        """The trial's commit again at `steps` (the full budget by default): a PROMOTE row, `of`
+        the screened hypothesis it climbs for, at screen fidelity while below the full budget."""
+        steps = steps or self.spec.full_steps
+        origin = trial.of if trial.kind is TrialKind.PROMOTE and trial.of else trial.id
         row = self.trials.planned(
             trial.hypothesis,
             parent=trial.parent or "",
             parent_trial=trial.parent_trial,
             kind=TrialKind.PROMOTE,
-            of=trial.id,
+            of=origin,
             commit=trial.commit,
             seed=self.spec.noise.seed,
-            steps=self.spec.full_steps,
-            fidelity="full",
+            steps=steps,
+            fidelity="full" if steps >= self.spec.full_steps else "screen",
             round=trial.round,
         )
-        patch = self.rundir.trial_dir(trial.id) / "patch.diff"
+        patch = self.rundir.trial_dir(origin) / "patch.diff"
         self.jobs.start([row], patch=patch.read_text(encoding="utf-8") if patch.exists() else "")
         return row
 

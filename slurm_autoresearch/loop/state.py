@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .. import budget
+from .. import budget, fidelity
 from ..ledger import Ledger
 from ..spec import TaskSpec
 from ..trial import Trial
@@ -34,6 +34,9 @@ class RunState:
         self.stopping = ""  # why no more jobs start (stop request, a spent budget, crashes)
         self.exhausted = ""  # why no more hypotheses are planned (their pending re-runs still run)
         self.llm_spent = False  # an LLM budget ran out: rules only from here on
+        # How hypotheses are screened; None while `auto` waits for the baseline's first array
+        # (the referee decides it then, and is its one writer)
+        self.fidelity: fidelity.Plan | None = fidelity.plan_in_force(spec, ledger.meta())
 
     def may_plan(self) -> bool:
         """Whether new hypotheses may still be planned."""

@@ -150,6 +150,9 @@ def _header(
                     "for the same hypotheses at full budget",
                 )
             )
+            plan = meta.get("fidelity_plan") or {}
+            if plan.get("why"):
+                facts.append(("fidelity (auto)", str(plan["why"])))
     check = transfer.verdict(trials, goal, baseline.steps or 0) if baseline is not None else None
     if check is not None:
         facts.append(("transfer check", check.line()))

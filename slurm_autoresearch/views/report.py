@@ -168,6 +168,9 @@ def write_run_report(rundir: RunDir, spec: TaskSpec, ledger: Ledger, *, plot: bo
             f"{saved.gpu_hours:.3f} GPU-hours ({saved.slot_hours:.3f} slot-hours) spent vs "
             f"{saved.full_budget_gpu_hours:.3f} ({saved.full_budget_slot_hours:.3f}) at full budget"
         )
+        plan = meta.get("fidelity_plan") or {}
+        if plan.get("why"):
+            lines.append(f"- fidelity (auto): {_md(plan['why'])}")
     check = transfer.of_run(trials, spec)
     if check is not None:
         lines.append(f"- {check.line()}")

@@ -82,8 +82,10 @@ def _fidelity(ledger: Ledger, rule: Rule | None, shown: list[Trial] | None) -> d
         "screen_steps": rule.screen_steps,
         "full_steps": rule.full_steps,
         "screened": sum(1 for t in trials if t.kind is TrialKind.HYPOTHESIS and t.fidelity == "screen"),
-        "promoted": sum(1 for t in trials if t.kind is TrialKind.PROMOTE),
+        "promoted": sum(1 for t in trials if t.kind is TrialKind.PROMOTE and t.fidelity != "screen"),
         **fidelity.savings(trials, rule.full_steps, rule.screen_steps).to_dict(),
+        # `auto`: what the cost model measured and decided (None until then, and without auto)
+        "plan": ledger.meta().get("fidelity_plan"),
     }
 
 

@@ -82,6 +82,8 @@ def print_status(doc: dict[str, Any], console: Console | None = None) -> None:
             f"{fid['full_budget_gpu_hours']:.3f} at full budget (slot-hours {fid['slot_hours']:.3f} vs "
             f"{fid['full_budget_slot_hours']:.3f})"
         )
+        if fid.get("plan") and fid["plan"].get("why"):
+            console.print(f"fidelity (auto): {fid['plan']['why']}")
     console.print(_trials_table(doc["trials"], metric["name"], console.width))
     hidden = doc.get("trials_total", len(doc["trials"])) - len(doc["trials"])
     if hidden > 0:
