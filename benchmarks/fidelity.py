@@ -40,17 +40,23 @@ def fresh_copy(dest: Path, example: Path = EXAMPLE) -> Path:
     return dest / example.name / "task.toml"
 
 
-def run(task: Path, settings: list[str]) -> dict:
+def submit(task: Path, settings: list[str]) -> float:
+    """`ara submit` of the task with `--set` settings; its wall seconds (a failure ends the benchmark)."""
     sets = [x for s in settings for x in ("--set", s)]
     start = time.time()
     out = subprocess.run([*ARA, "submit", str(task), *sets], cwd=task.parent, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"ara submit failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-2000:]}")
+    return time.time() - start
+
+
+def run(task: Path, settings: list[str]) -> dict:
+    wall_s = submit(task, settings)
     status = subprocess.run(
         [*ARA, "status", "--json"], cwd=task.parent, capture_output=True, text=True, check=True
     )
     doc = json.loads(status.stdout)
-    doc["wall_s"] = time.time() - start
+    doc["wall_s"] = wall_s
     return doc
 
 

@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.fidelity import ARA, fresh_copy  # noqa: E402
+from benchmarks import fidelity  # noqa: E402
+from benchmarks.fidelity import fresh_copy  # noqa: E402
 from slurm_autoresearch import cost  # noqa: E402
 from slurm_autoresearch.ledger import Ledger  # noqa: E402
 from slurm_autoresearch.trial import Decision, Trial  # noqa: E402
@@ -56,12 +55,7 @@ class Reached:
 
 
 def submit(task: Path, settings: list[str]) -> Run:
-    sets = [x for s in settings for x in ("--set", s)]
-    start = time.time()
-    out = subprocess.run([*ARA, "submit", str(task), *sets], cwd=task.parent, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise SystemExit(f"ara submit failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-2000:]}")
-    return read(task.parent, time.time() - start)
+    return read(task.parent, fidelity.submit(task, settings))
 
 
 def read(workdir: Path, wall_s: float = 0.0) -> Run:
