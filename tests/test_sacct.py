@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 
 from slurm_autoresearch.executors.sacct import (
     SLURM_STATES,
     duration_s,
+    eligible_at,
     gpus_from_tres,
     job_state,
     parse_sacct,
@@ -69,6 +72,13 @@ def test_squeue_and_scontrol() -> None:
     assert row is not None and row.job_id == "30_1" and row.ours is JobState.TIMEOUT
     assert row.elapsed_s == 62 and row.timelimit_s == 60
     assert parse_scontrol("slurm_load_jobs error: Invalid job id specified") is None
+
+
+def test_eligible_time_is_read_in_local_time() -> None:
+    held = "JobId=5 JobState=PENDING Reason=BeginTime EligibleTime=2026-11-30T06:46:34 AccrueTime=Unknown"
+    assert eligible_at(held) == datetime(2026, 11, 30, 6, 46, 34).timestamp()
+    assert eligible_at("JobId=5 JobState=PENDING EligibleTime=Unknown") is None
+    assert eligible_at("slurm_load_jobs error: Invalid job id specified") is None
 
 
 @pytest.mark.parametrize(

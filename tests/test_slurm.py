@@ -4,6 +4,7 @@ re-attaching by job id, array chunking, sbatch options, a degraded watch, and wh
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -350,20 +351,24 @@ def _wait_state(ex: SlurmExecutor, trial: str, state: str, timeout: float = 60) 
     raise AssertionError(f"{trial} never became {state}: {seen}")
 
 
+def _requeue_once_started(ex: SlurmExecutor, spec: Any, job: str) -> float:
+    """Requeue the job once its runner has started (Slurm says running before it has, under load)."""
+    _wait_state(ex, spec.trial_id, "running")
+    log = Path(spec.trial_dir) / "train.log"
+    deadline = time.time() + 60
+    while "[ara] trial T0001" not in (log.read_text() if log.exists() else ""):
+        assert time.time() < deadline, "the job's runner never started"
+        time.sleep(0.2)
+    subprocess.run(["scontrol", "requeue", job], check=True)
+    return time.time()
+
+
 def test_a_requeued_job_runs_again_and_completes(tmp_path: Path) -> None:
     ex = _executor(tmp_path)
     # longer than a few sacct polls (5 s), so the job is seen running before it could end
     spec = _spec(tmp_path, "T0001", "sleep 12; echo 2 > out.txt")
     job = ex.submit([spec])["T0001"]
-    _wait_state(ex, "T0001", "running")
-    log = Path(spec.trial_dir) / "train.log"
-    deadline = time.time() + 60
-    # Slurm says running before the runner has started under load: requeue once it has.
-    while "[ara] trial T0001" not in (log.read_text() if log.exists() else ""):
-        assert time.time() < deadline, "the job's runner never started"
-        time.sleep(0.2)
-    subprocess.run(["scontrol", "requeue", job], check=True)
-    requeued = time.time()
+    requeued = _requeue_once_started(ex, spec, job)
     # Slurm holds a requeued job back for about two minutes (BeginTime); the executor lets it go.
     outcome = _outcome(_drain(ex, timeout=120)["T0001"])
     assert time.time() - requeued < 100, (
@@ -371,6 +376,36 @@ def test_a_requeued_job_runs_again_and_completes(tmp_path: Path) -> None:
     )
     assert outcome.state is JobState.COMPLETED and outcome.metric == 2
     assert (Path(spec.trial_dir) / "train.log").read_text().count("[ara] trial T0001") == 2
+
+
+def test_a_requeued_job_is_released_again_when_slurm_puts_its_start_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Slurm sets the start time two minutes ahead when the old run finishes completing, which
+    # undoes a release sent before then (seen in CI under load). The real scontrol, wrapped to
+    # play that once: right after ara's first release it puts the start back as Slurm would.
+    real, undone = shutil.which("scontrol"), tmp_path / "undone"
+    wrapper = tmp_path / "bin" / "scontrol"
+    wrapper.parent.mkdir()
+    wrapper.write_text(
+        f"""#!/bin/bash
+"{real}" "$@"; rc=$?
+if [[ "$1" == update && "$3" == starttime=now && ! -e "{undone}" ]]; then
+  touch "{undone}"; "{real}" update "$2" starttime=now+120
+fi
+exit $rc
+"""
+    )
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
+    ex = _executor(tmp_path)
+    spec = _spec(tmp_path, "T0001", "sleep 12; echo 3 > out.txt")
+    job = ex.submit([spec])["T0001"]
+    requeued = _requeue_once_started(ex, spec, job)
+    outcome = _outcome(_drain(ex, timeout=120)["T0001"])
+    assert undone.exists(), "ara never released the requeued job"
+    assert time.time() - requeued < 100, "ara did not release the job again after Slurm put it back"
+    assert outcome.state is JobState.COMPLETED and outcome.metric == 3
 
 
 def test_a_job_pending_too_long_is_ended_with_its_reason(tmp_path: Path) -> None:

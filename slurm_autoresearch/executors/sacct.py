@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 
 from ..outcome import JobState
 
@@ -148,6 +149,18 @@ def parse_sacct(text: str) -> dict[str, SlurmRow]:
                 comment,
             )
     return rows
+
+
+def eligible_at(text: str) -> float | None:
+    """`scontrol show job -o ID`: when the job may start (EligibleTime, in the client's local
+    time, as the epoch), or None where Slurm gives no time."""
+    found = re.search(r"\bEligibleTime=(\S+)", text)
+    if not found:
+        return None
+    try:
+        return datetime.fromisoformat(found.group(1)).timestamp()
+    except ValueError:  # "Unknown", "None"
+        return None
 
 
 SQUEUE_FORMAT = "%i|%T|%N|%r|%k"

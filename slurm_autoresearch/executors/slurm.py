@@ -33,6 +33,7 @@ from .sacct import (
     SACCT_FIELDS,
     SQUEUE_FORMAT,
     SlurmRow,
+    eligible_at,
     parse_sacct,
     parse_scontrol,
     parse_squeue,
@@ -43,6 +44,12 @@ _SACCT_RETRY_POLLS = 10  # while degraded, try sacct again every this many polls
 # this many times per job) instead of at the next poll, so its slot is refilled seconds earlier.
 _ENDING_SPACING_S = 0.5
 _ENDING_QUERIES = 6
+# A requeued job still pending this long after ara released it (or found it free to start) is
+# looked at again: Slurm resets the start time when the old run finishes completing, so a release
+# sent while it was still completing is lost and is sent again (at most _MAX_RELEASES times, then
+# the job is cancelled and submitted again).
+_RELEASE_CHECK_S = 3.0
+_MAX_RELEASES = 5
 
 
 @dataclass
@@ -53,9 +60,10 @@ class _Job:
     running: bool = False
     cancelled: bool = False
     reason: str = ""  # the last pending reason reported
-    reason_since: float = 0.0  # when that reason was first seen
-    released: float = 0.0  # when ara asked Slurm to start a held-back requeued job now
+    requeued: float = 0.0  # when it was first seen pending again after running (a requeue)
+    released: float = 0.0  # when ara last asked Slurm to start the held-back job now (or checked)
     release_refused: bool = False  # and Slurm said no (then it is cancelled and submitted again)
+    releases: int = 0  # how many times it asked (Slurm may undo one, see _RELEASE_CHECK_S)
     early_queries: int = 0  # sacct asked out of turn because its outcome file is there
 
 
@@ -321,6 +329,8 @@ class SlurmExecutor:
     def _update(self, job: _Job, row: SlurmRow) -> JobUpdate | None:
         state = row.ours
         if state is None:
+            if row.state.startswith("RUNNING") and job.requeued:
+                job.requeued, job.released, job.releases = 0.0, 0.0, 0  # running again after a requeue
             if row.state.startswith("RUNNING") and not job.running:
                 job.running = True
                 return JobUpdate(job.spec.trial_id, job.job_id, "running")
@@ -332,10 +342,12 @@ class SlurmExecutor:
     def _pending_update(self, job: _Job, row: SlurmRow) -> JobUpdate | None:
         """Say why a job waits (once per reason); end one that waited past max_pending_s."""
         now = self.clock()
+        if job.running and not job.requeued:
+            job.requeued = now
         if row.reason and row.reason != job.reason:
-            job.reason, job.reason_since = row.reason, now
+            job.reason = row.reason
             return JobUpdate(job.spec.trial_id, job.job_id, "pending", note=row.reason)
-        if job.running and row.reason == "BeginTime" and now - job.reason_since >= 2 * self.poll_interval:
+        if job.requeued and row.reason in ("", "BeginTime") and now - job.requeued >= 2 * self.poll_interval:
             held = self._held_back(job, now)
             if held is not None:
                 return held
@@ -354,19 +366,38 @@ class SlurmExecutor:
 
     def _held_back(self, job: _Job, now: float) -> JobUpdate | None:
         """Slurm holds a requeued job back (BeginTime, about two minutes) while its slot idles: ask
-        it to start the job now; where that is not allowed, cancel it and report it lost, so the
-        same trial is submitted again at once (an infrastructure retry)."""
-        if not job.released:
-            job.released = now
-            try:
-                _run(["scontrol", "update", f"jobid={job.job_id}", "starttime=now"])
-                job.release_refused = False
-            except (RuntimeError, OSError, subprocess.TimeoutExpired):
-                job.release_refused = True
+        it to start the job now; where that is not allowed, or Slurm keeps putting the start time
+        back, cancel it and report it lost, so the same trial is submitted again at once (an
+        infrastructure retry). sacct may not name the reason for many seconds, so the job's
+        EligibleTime in `scontrol show job` decides."""
+        if job.release_refused:
+            if now - job.released < 2 * self.poll_interval:
+                return None
+            return self._drop_held(job)
+        if job.released and now - job.released < _RELEASE_CHECK_S:
             return None
-        # Slurm took the new start time: the job starts at its next scheduling pass.
-        if not job.release_refused or now - job.released < 2 * self.poll_interval:
+        wait = self._eligible_in(job)
+        if wait is None or wait <= _RELEASE_CHECK_S:
+            job.released = now  # not held back, or the release held: the scheduler starts it
             return None
+        if job.releases >= _MAX_RELEASES:
+            return self._drop_held(job)
+        job.released, job.releases = now, job.releases + 1
+        try:
+            _run(["scontrol", "update", f"jobid={job.job_id}", "starttime=now"])
+        except (RuntimeError, OSError, subprocess.TimeoutExpired):
+            job.release_refused = True
+        return None
+
+    def _eligible_in(self, job: _Job) -> float | None:
+        """Seconds until Slurm lets the job start, per `scontrol show job`; None where unknown."""
+        try:
+            eligible = eligible_at(_run(["scontrol", "show", "job", "-o", job.job_id]))
+        except (RuntimeError, OSError, subprocess.TimeoutExpired):
+            return None  # the controller did not answer: look again at a later poll
+        return None if eligible is None else eligible - time.time()
+
+    def _drop_held(self, job: _Job) -> JobUpdate:
         with contextlib.suppress(RuntimeError, OSError, subprocess.TimeoutExpired):
             _run(["scancel", job.job_id])
         del self._live[job.spec.trial_id]
