@@ -4,6 +4,7 @@ round through a real `ara submit` on the toy task (local executor, git, SQLite, 
 from __future__ import annotations
 
 import json
+import sqlite3
 import tomllib
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import pytest
 from pydantic import ValidationError
 
 from slurm_autoresearch import cost, fidelity
+from slurm_autoresearch.executors import JobSpec, JobUpdate
+from slurm_autoresearch.executors.local import LocalExecutor
 from slurm_autoresearch.hypothesis import Hypothesis
 from slurm_autoresearch.ledger import Ledger
 from slurm_autoresearch.rundir import find_run
@@ -245,3 +248,47 @@ def test_auto_does_not_screen_where_start_up_is_the_cost(toy_repo: Path) -> None
     assert not [t for t in trials if t.kind is TrialKind.PROMOTE]
     code, output = invoke(["status", "--json"], toy_repo)
     assert "screening is off" in json.loads(output)["fidelity"]["plan"]["why"]
+
+
+class _DiesAfterPlan(LocalExecutor):
+    """An executor that fails as a full disk would at the first poll after the fifth job: the
+    baseline's first array (3 seeds and the screen run) has measured, the plan is made, and a
+    hypothesis has been submitted."""
+
+    submitted = 0
+    failed = False
+
+    def submit(self, jobs: list[JobSpec]) -> dict[str, str]:
+        type(self).submitted += len(jobs)
+        return super().submit(jobs)
+
+    def poll(self) -> list[JobUpdate]:
+        if type(self).submitted >= 5 and not type(self).failed:
+            type(self).failed = True
+            raise OSError(28, "No space left on device")
+        return super().poll()
+
+
+def test_a_resumed_run_keeps_the_auto_plan_it_made(toy_repo: Path) -> None:
+    from slurm_autoresearch.loop.launcher import launch, open_run
+    from slurm_autoresearch.loop.preflight import load_task
+
+    path = _auto_task(toy_repo, per_step=0.1)
+    controller = launch(load_task(path), executor=_DiesAfterPlan(capacity=2), echo=lambda _: None)
+    with pytest.raises(OSError):
+        controller.run()
+    _, meta = _ledger(toy_repo)
+    assert meta["state"] == "failed" and isinstance(meta.get("fidelity_plan"), dict)
+    before = fidelity.Plan.from_dict(meta["fidelity_plan"])
+    assert before.screen, before.why
+    summary = open_run(controller.rundir, echo=lambda _: None).run()
+    assert summary.state == "finished", summary.reason
+    trials, meta = _ledger(toy_repo)
+    assert fidelity.Plan.from_dict(meta["fidelity_plan"]) == before  # not decided again
+    with sqlite3.connect(controller.rundir.ledger) as conn:
+        decided = conn.execute("SELECT count(*) FROM events WHERE kind = 'fidelity'").fetchone()[0]
+    assert decided == 1
+    ideas = [t for t in trials if t.kind is TrialKind.HYPOTHESIS]
+    assert len(ideas) == 4 and all(t.steps == 5 and t.fidelity == "screen" for t in ideas)
+    (promotion,) = [t for t in trials if t.kind is TrialKind.PROMOTE]
+    assert promotion.steps == 40 and all(t.state is TrialState.DONE for t in trials)
