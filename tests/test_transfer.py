@@ -60,7 +60,10 @@ def test_verdict_says_whether_the_ranking_held() -> None:
     )
     assert changed is not None and not changed.held and not changed.best_held
     assert "the ranking changed: T0003 is best at 400 steps" in changed.line()
-    assert changed.to_dict()["entries"][0] == {"trial": "T0002", "search": 0.8, "longer": 0.82}
+    assert changed.to_dict()["entries"][0] == {"trial": "T0002", "search": 0.8, "longer": 0.82, "runs": 1}
+    assert "whether beyond noise is unmeasured (one run each" in changed.line()
+    untested = {"above": "T0002", "below": "T0003", "t": None, "beyond_noise": None}
+    assert changed.to_dict()["swaps"] == [untested]
 
     failed = verdict(
         [*search, _check(4, fast, None), _check(5, slow, 0.88), _check(6, base, 0.6)], "max", 100
@@ -70,6 +73,33 @@ def test_verdict_says_whether_the_ranking_held() -> None:
     running = [*search, _check(4, fast, 0.9), still]
     assert verdict(running, "max", 100) is None  # its runs still run
     assert verdict(search, "max", 100) is None  # no check asked for
+
+
+def test_a_swap_is_judged_against_the_seeds_spread_at_the_longer_budget() -> None:
+    base, fast, slow = _row(1, "a", 0.5, kind=TrialKind.BASELINE), _row(2, "b", 0.8), _row(3, "c", 0.7)
+    search = [fast, slow, base]
+
+    def checked(fast_runs: list[float], slow_runs: list[float]) -> list[Trial]:
+        runs = [(fast, m) for m in fast_runs] + [(slow, m) for m in slow_runs] + [(base, 0.6), (base, 0.62)]
+        return [*search, *(_check(10 + i, of, m) for i, (of, m) in enumerate(runs))]
+
+    # T0003 ahead by 0.01 where seeds differ by 0.04: inside the spread (sd 0.024, 3 dof)
+    close = verdict(checked([0.80, 0.84], [0.81, 0.85]), "max", 100)
+    assert close is not None and not close.held and close.held_within_noise
+    assert close.sigma == pytest.approx(0.0245, abs=1e-4) and close.dof == 3
+    assert (
+        "the ranking held within noise: T0003 over T0002 (t 0.41) is inside the seeds' spread "
+        "(sd 0.0245, 3 dof, two-sided 5%)" in close.line()
+    )
+    (swap,) = close.to_dict()["swaps"]  # type: ignore[misc]
+    assert swap["above"] == "T0002" and swap["below"] == "T0003" and swap["beyond_noise"] is False
+
+    # T0003 ahead by 0.10 where seeds differ by 0.002: beyond noise
+    clear = verdict(checked([0.800, 0.802], [0.900, 0.902]), "max", 100)
+    assert clear is not None and not clear.held_within_noise and not clear.best_held
+    line = clear.line()
+    assert "the ranking changed: T0003 is best at 400 steps; beyond the seeds' spread (sd " in line
+    assert "T0003 over T0002 (t " in line
 
 
 def test_validate_steps_must_be_longer_than_the_search(toy_repo: Path) -> None:
