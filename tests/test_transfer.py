@@ -132,4 +132,6 @@ def test_a_run_ends_with_its_transfer_check(toy_repo: Path) -> None:
     doc = status_document(rundir, ledger)
     assert doc["transfer"]["held"] is True and doc["transfer"]["steps"] == 20
     assert [e["trial"] for e in doc["transfer"]["entries"]] == ["T0004", "T0003", "T0001"]
+    assert doc["transfer"]["swaps"] == [] and doc["transfer"]["held_within_noise"] is True
+    assert doc["transfer"]["sigma"] is None and doc["transfer"]["entries"][0]["runs"] == 1  # one seed each
     ledger.close()
