@@ -47,7 +47,7 @@ class Entry:
     title: str
     search: float  # mean at the search's budget
     longer: float | None  # mean at the check's steps; None: its runs failed
-    runs: int = 0  # measured runs at the check's steps
+    runs: int  # measured runs at the check's steps
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ class Transfer:
                 lead = improvement(below.longer or 0.0, above.longer or 0.0, self.goal)
                 if lead <= 0:
                     continue
-                if not self.sigma or critical is None or not above.runs or not below.runs:
+                if critical is None:  # one run each, or every seed gave the same metric
                     found.append(Swap(above.trial, below.trial, None, None))
                     continue
                 t = lead / (self.sigma * (1 / above.runs + 1 / below.runs) ** 0.5)

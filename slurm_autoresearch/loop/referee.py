@@ -326,12 +326,11 @@ class Referee:
         if not waiting or any(t.state not in (TrialState.WAITING, TrialState.DONE) for t in members):
             return
         incumbent, plan = self.state.incumbent, self.state.fidelity
-        assert incumbent is not None
+        assert incumbent is not None and plan is not None  # promote() decides an auto plan first
         rule, full = self.spec.fidelity, self.spec.full_steps
         steps = steps_of(waiting[0], self.spec.budget.steps)
         measured = sum(1 for t in waiting if t.metric is not None)
-        halving = plan.halving if plan is not None else rule.halving
-        after = fidelity.next_rung(self.spec, measured, steps, halving)
+        after = fidelity.next_rung(self.spec, measured, steps, plan.halving)
         bar = values(trials, incumbent.commit, steps, self.spec.budget.steps)
         choice = fidelity.choose(waiting, bar, self.spec, keep=after.runs)
         if len(choice.promoted) <= rule.promote:  # too few beat the incumbent to halve again
